@@ -1,0 +1,224 @@
+"""The ``deltacd`` command: parses arguments and calls the Python API, nothing else.
+
+Each verb maps its options onto one API function. A :class:`~deltacd.errors.DeltacdError`
+becomes one line on stderr and exit code 1; ``-v`` shows progress details and tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from deltacd import __version__
+from deltacd.errors import DeltacdError, InputError
+
+log = logging.getLogger("deltacd")
+
+
+class _Bars:
+    """A tqdm progress bar per stage, fed by the API's ``progress(stage, done, total)`` callback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="tile" if stage == "detect" else "block", leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _load_config(path: str | None) -> dict:
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{file}: no such config file; check the path")
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{file}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+    if not isinstance(values, dict):
+        raise InputError(f"{file}: expected a mapping of settings (key: value); got {type(values).__name__}")
+    return values
+
+
+def _detect_options(args: argparse.Namespace) -> dict:
+    """DetectOptions fields from a --config file, overridden by the flags given on the command line."""
+    options = _load_config(args.config)
+    flags = {
+        "method": args.method, "bands_before": args.bands_before, "bands_after": args.bands_after, "crs": args.crs,
+        "resolution": args.resolution, "aoi": args.aoi, "rpc_height": args.rpc_height, "dem": args.dem,
+        "harmonise": args.harmonise, "coregistration": args.coregistration, "threshold": args.threshold,
+        "min_area_m2": args.min_area, "morphology_radius_px": args.morphology, "tile_size": args.tile_size,
+        "overlap": args.overlap, "batch_size": args.batch_size, "seed": args.seed,
+    }
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if args.option:
+        method_options = dict(options.get("method_options") or {})
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"--option {item!r}: expected KEY=VALUE, e.g. --option chi2_quantile=0.999")
+            method_options[key] = yaml.safe_load(value)
+        options["method_options"] = method_options
+    return options
+
+
+def _threshold(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+
+
+def _print_result(result) -> None:
+    record = result.record
+    results, coreg = record["results"], record.get("coregistration")
+    print(f"outputs in {result.out_dir}/: change_score.tif change_mask.tif changes.gpkg quicklook.png run.json")
+    print(
+        f"grid {record['grid']['crs']} {record['grid']['width']}x{record['grid']['height']} px at "
+        f"{record['grid']['res'][0]:g}; {results['polygons']} change polygons, "
+        f"{results['changed_area_ha']:.2f} ha ({100 * (results['changed_fraction'] or 0):.2f} % of valid pixels)"
+    )
+    if coreg:
+        state = "corrected" if coreg["corrected"] else "not corrected (use --coregistration correct)"
+        print(
+            f"residual shift of date 2: dx={coreg['dx']:+.2f} px dy={coreg['dy']:+.2f} px "
+            f"({coreg['magnitude_m']:.2f} m, {coreg['blocks_used']}/{coreg['blocks_measured']} blocks agree), {state}"
+        )
+
+
+def _image_argument(value: str) -> str | list[str]:
+    """A path, or a comma-separated list of band files when the value itself is not a path."""
+    if "," in value and not Path(value).exists():
+        return [item for item in value.split(",") if item]
+    return value
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from deltacd.pipeline import detect
+
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = detect(
+            _image_argument(args.before), _image_argument(args.after), args.out, overwrite=args.overwrite, progress=bars, **_detect_options(args),
+        )
+    finally:
+        bars.close()
+    _print_result(result)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deltacd.demo import BEFORE, run_demo
+
+    print(f"deltacd demo: Pléiades PAN pair bundled in {BEFORE.parent} (before/after the 2023 Kahramanmaraş earthquake)")
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = run_demo(args.out, overwrite=args.overwrite, progress=bars)
+    finally:
+        bars.close()
+    _print_result(result)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from deltacd.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        print(f"{name:12s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def _add_detect_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("method")
+    g.add_argument("--method", help="change method: cva (default) or irmad; see `deltacd methods`")
+    g.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option, repeatable (e.g. chi2_quantile=0.999)")
+    g.add_argument("--threshold", type=_threshold, help="'auto' (default: Otsu for cva, chi-square quantile for irmad) or a score value")
+    g = p.add_argument_group("inputs and grid")
+    g.add_argument("--bands-before", help="band order of BEFORE, e.g. B,G,R,N (default: from the file)")
+    g.add_argument("--bands-after", help="band order of AFTER, e.g. R,G,B,N")
+    g.add_argument("--crs", help="output CRS, e.g. EPSG:2154 (default: BEFORE's, or its UTM zone)")
+    g.add_argument("--resolution", type=float, help="output pixel size in CRS units (default: the coarser date's)")
+    g.add_argument("--aoi", help="vector file of the area of interest (any CRS)")
+    g.add_argument("--rpc-height", type=float, help="constant terrain height (m) to orthorectify RPC images")
+    g.add_argument("--dem", help="DEM raster to orthorectify RPC images (heights above the ellipsoid)")
+    g = p.add_argument_group("preparation")
+    g.add_argument("--harmonise", choices=["pif", "histogram", "none"], help="radiometric normalisation of AFTER onto BEFORE (default pif)")
+    g.add_argument("--coregistration", choices=["report", "correct", "off"], help="measure (default), also correct, or skip the residual shift")
+    g = p.add_argument_group("post-processing")
+    g.add_argument("--min-area", type=float, help="minimum mapping unit in m2 (default 12)")
+    g.add_argument("--morphology", type=int, help="radius in px of the opening+closing of the mask (default 0: none)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--tile-size", type=int, help="tile side in px (default 512)")
+    g.add_argument("--overlap", type=int, help="tile overlap in px (default: from the method)")
+    g.add_argument("--batch-size", type=int, help="tiles per batch (default 4)")
+    g.add_argument("--seed", type=int, help="seed of the sampling (default 0)")
+    p.add_argument("--config", help="YAML file of detect settings (keys as in deltacd.DetectOptions); flags override it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deltacd", description="Change detection between two very-high-resolution images.")
+    parser.add_argument("--version", action="version", version=f"deltacd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="detect changes between two images", description=(
+        "Detect changes between BEFORE and AFTER and write change_score.tif, change_mask.tif, changes.gpkg, "
+        "quicklook.png and run.json into OUT. BEFORE/AFTER: a raster, a folder of single-band rasters, "
+        "or several files (Sentinel-2 bands)."))
+    p.add_argument("before", metavar="BEFORE", help="image of date 1 (file, folder of band files, or FILE,FILE,...)")
+    p.add_argument("after", metavar="AFTER", help="image of date 2 (same forms)")
+    p.add_argument("-o", "--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
+    _add_detect_options(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("demo", help="run detect on the bundled Pléiades example", description=(
+        "Orthorectify, co-register and compare the bundled Pléiades PAN pair (RPC, uint16) with CVA."))
+    p.add_argument("-o", "--out", default="deltacd-demo", help="output folder (default ./deltacd-demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except DeltacdError as exc:
+        if args.verbose:
+            log.exception("failed")
+        print(f"deltacd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("deltacd: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+if __name__ == "__main__":
+    sys.exit(main())

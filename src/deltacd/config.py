@@ -1,0 +1,102 @@
+"""Validated options: the same dataclasses serve the Python API, the CLI and YAML files.
+
+Each options class is a pydantic dataclass that forbids unknown keys, so a typo in a YAML file
+or a keyword argument is an error that names the key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import ConfigDict, PositiveFloat, PositiveInt, ValidationError
+from pydantic import NonNegativeFloat, NonNegativeInt
+from pydantic.dataclasses import dataclass
+
+from deltacd.errors import InputError
+
+_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DetectOptions:
+    """Everything :func:`deltacd.detect` can be told, with working defaults.
+
+    Attributes
+    ----------
+    method
+        ``"cva"``, ``"irmad"`` or a learned model (see ``deltacd methods``).
+    method_options
+        Keyword options of the method, e.g. ``{"chi2_quantile": 0.999}`` for IR-MAD.
+    bands_before, bands_after
+        Band order of each input, e.g. ``"B,G,R,N"`` (default: read from the files).
+    crs
+        Output CRS (default: the first date's, or its UTM zone when geographic / sensor geometry).
+    resolution
+        Output pixel size in CRS units (default: the coarser of the two dates).
+    aoi
+        Vector file of the area of interest; the grid is clipped to it and pixels outside are nodata.
+    rpc_height, dem
+        Terrain for orthorectifying sensor-geometry inputs with their RPCs.
+    harmonise
+        Radiometric normalisation of date 2 onto date 1: ``"pif"`` (IR-MAD pseudo-invariant
+        pixels + orthogonal regression), ``"histogram"`` (quantile matching) or ``"none"``.
+    coregistration
+        ``"report"`` measures the residual shift, ``"correct"`` also removes it, ``"off"`` skips it.
+    threshold
+        ``"auto"`` (the method's rule: Otsu for CVA, chi-square quantile for IR-MAD) or a score value.
+    min_area_m2
+        Minimum mapping unit of the change polygons, square metres.
+    morphology_radius_px
+        Disk radius of the opening + closing applied to the change mask (0: none).
+    tile_size, overlap, batch_size
+        Engine tiling: tile side (px), overlap between tiles (px, default from the method), tiles per batch.
+    sample_pixels
+        Pixels drawn over the scene for statistics and fitting.
+    seed
+        Seed of every random choice (sampling), for repeatable runs.
+    """
+
+    method: str = "cva"
+    method_options: dict[str, Any] | None = None
+    bands_before: str | None = None
+    bands_after: str | None = None
+    crs: str | None = None
+    resolution: PositiveFloat | None = None
+    aoi: Path | None = None
+    rpc_height: float | None = None
+    dem: Path | None = None
+    harmonise: Literal["pif", "histogram", "none"] = "pif"
+    coregistration: Literal["report", "correct", "off"] = "report"
+    threshold: float | Literal["auto"] = "auto"
+    min_area_m2: NonNegativeFloat = 12.0
+    morphology_radius_px: NonNegativeInt = 0
+    tile_size: PositiveInt = 512
+    overlap: NonNegativeInt | None = None
+    batch_size: PositiveInt = 4
+    sample_pixels: PositiveInt = 1_000_000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+T = TypeVar("T")
+
+
+def build_options(cls: type[T], values: dict[str, Any], *, source: str = "options") -> T:
+    """Validate ``values`` into ``cls``; any problem becomes a one-line :class:`InputError`.
+
+    ``source`` names where the values came from (a YAML file, "detect()") for the message.
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"{source}: unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or "?"
+        raise InputError(f"{source}: setting {key}: {error['msg']} (got {error.get('input')!r})") from None

@@ -1,0 +1,146 @@
+"""The tiled engine: every method, unsupervised or learned, runs through :func:`predict_scene`.
+
+Tiles overlap and are blended with :func:`~deltacd.engine.tiling.blend_weights`; they are
+processed row of tiles by row of tiles, accumulating into a buffer one tile high and one scene
+wide. When a row of tiles is done, the rows no later tile touches are final and are yielded, so
+memory grows with the scene width, not its area. Reading runs one tile ahead in a background
+thread (GDAL and numpy release the GIL), and tiles are predicted in batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+from deltacd.engine.tiling import blend_weights, tile_offsets
+from deltacd.errors import InputError
+from deltacd.methods.base import ChangeMethod
+from deltacd.prepare.align import AlignedPair, PairWindow
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tile size, overlap and offsets for one scene and one method."""
+
+    height: int
+    width: int
+    overlap: int
+    rows: list[int]
+    cols: list[int]
+    padded: tuple[int, int]  # (h, w) handed to the method: a multiple of its size_multiple
+
+    @property
+    def count(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def plan_tiles(shape: tuple[int, int], method: ChangeMethod, *, tile_size: int = 512, overlap: int | None = None) -> TileLayout:
+    """Choose the tiles for a scene of ``shape`` (height, width).
+
+    ``overlap`` defaults to twice the method's context (0 for per-pixel methods).
+    """
+    if tile_size < 16:
+        raise InputError(f"tile_size: {tile_size} is too small; use at least 16 (512 is a good default)")
+    multiple = method.size_multiple
+    size = math.ceil(tile_size / multiple) * multiple
+    height, width = min(size, shape[0]), min(size, shape[1])
+    if overlap is None:
+        overlap = 2 * method.context
+    if overlap < 0:
+        raise InputError(f"overlap: must be >= 0; got {overlap}")
+    overlap = min(overlap, max(0, min(height, width) // 2))
+    padded = (math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple)
+    return TileLayout(
+        height, width, overlap, tile_offsets(shape[0], height, overlap), tile_offsets(shape[1], width, overlap), padded
+    )
+
+
+def _pad(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    extra_h, extra_w = shape[0] - array.shape[-2], shape[1] - array.shape[-1]
+    if extra_h == 0 and extra_w == 0:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, extra_h), (0, extra_w)]
+    return np.pad(array, widths, mode="symmetric")
+
+
+def predict_scene(
+    pair: AlignedPair,
+    method: ChangeMethod,
+    *,
+    tile_size: int = 512,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    progress: Progress | None = None,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Run ``method`` over the whole pair and yield the score in full-width strips.
+
+    Yields
+    ------
+    window : rasterio.windows.Window
+        Rows of the common grid covered by the strip (full width), top to bottom.
+    score : np.ndarray
+        float32 [window.height, grid.width]; NaN where either date has no data.
+    """
+    grid_h, grid_w = pair.grid.shape
+    layout = plan_tiles(pair.grid.shape, method, tile_size=tile_size, overlap=overlap)
+    th, tw = layout.height, layout.width
+    weights = blend_weights(th, tw, layout.overlap)
+    acc = np.zeros((th, grid_w), dtype=np.float32)
+    wsum = np.zeros((th, grid_w), dtype=np.float32)
+    valid = np.zeros((th, grid_w), dtype=bool)
+    top = 0  # grid row of the buffer's first row
+    done = 0
+
+    def emit(rows: int) -> tuple[Window, np.ndarray]:
+        score = acc[:rows] / np.maximum(wsum[:rows], 1e-12)
+        score[~valid[:rows]] = np.nan
+        return Window(0, top, grid_w, rows), score
+
+    tiles = [(r, c) for r in layout.rows for c in layout.cols]
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending: deque = deque()
+        queue = iter(tiles)
+
+        def refill() -> None:
+            while len(pending) < 2 * batch_size:
+                try:
+                    r, c = next(queue)
+                except StopIteration:
+                    return
+                pending.append(((r, c), reader.submit(pair.read, Window(c, r, tw, th))))
+
+        refill()
+        while pending:
+            row = pending[0][0][0]
+            if row > top:
+                # Rows above this tile row are final: no later tile reaches them.
+                shift = row - top
+                yield emit(shift)
+                for buffer in (acc, wsum, valid):
+                    buffer[:-shift] = buffer[shift:]
+                    buffer[-shift:] = 0
+                top = row
+            batch: list[tuple[int, PairWindow]] = []
+            while pending and pending[0][0][0] == row and len(batch) < batch_size:
+                (_, c), future = pending.popleft()
+                batch.append((c, future.result()))
+                refill()
+            before = np.stack([_pad(b.before, layout.padded) for _, b in batch])
+            after = np.stack([_pad(b.after, layout.padded) for _, b in batch])
+            scores = method.predict(before, after)[:, :th, :tw]
+            for (c, block), score in zip(batch, scores, strict=True):
+                acc[:, c : c + tw] += score * weights
+                wsum[:, c : c + tw] += weights
+                valid[:, c : c + tw] = block.valid
+            done += len(batch)
+            if progress is not None:
+                progress(done, layout.count)
+    yield emit(grid_h - top)

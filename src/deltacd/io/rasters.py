@@ -1,0 +1,310 @@
+"""Open the image of one date: one multi-band raster, or several single-band files.
+
+Anything GDAL reads works (GeoTIFF, JP2, ENVI, DIMAP, VRT). A date may be a folder or list of
+single-band files (Sentinel-2 ``*_B02.tif`` ...), whose bands may differ in resolution: every
+file is warped onto the common grid on the fly, so nothing is resampled on disk.
+
+Images in sensor geometry (no geotransform) are recognised by their RPCs (read by GDAL from the
+file, ``.RPB`` or ``_RPC.TXT``, or from an OSSIM ``.geom`` sidecar); they must be
+orthorectified (:mod:`deltacd.prepare.orthorectify`) before alignment. Nothing is opened here
+for longer than it takes to read metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+from pathlib import Path
+
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.rpc import RPC
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from deltacd.errors import InputError, MissingInputError
+from deltacd.io.bands import band_from_filename, default_names, parse_bands
+
+log = logging.getLogger(__name__)
+
+_RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".img", ".vrt", ".xml", ".dat", ".bsq"}
+WGS84 = CRS.from_epsg(4326)
+
+
+@dataclass(frozen=True)
+class RPCSource:
+    """How to orthorectify a sensor-geometry file: its RPCs (shifted to the crop when the file
+    is a crop of a larger image) and the terrain (a constant height or a DEM)."""
+
+    rpc: RPC
+    vrt_xml: str  # the file wrapped in a GDAL VRT that carries ``rpc`` in its RPC domain
+    height: float | None = None  # constant height above the ellipsoid (m), when no DEM
+    dem: Path | None = None
+
+    def transformer_options(self) -> dict[str, str]:
+        """Options of GDAL's RPC transformer (``RPC_HEIGHT`` or ``RPC_DEM``)."""
+        extras = {}
+        if self.dem is not None:
+            extras["RPC_DEM"] = str(self.dem)
+        else:
+            extras["RPC_HEIGHT"] = repr(self.height if self.height is not None else self.rpc.height_off)
+        return extras
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """One file contributing bands to a date, with the metadata alignment needs."""
+
+    path: Path
+    crs: CRS
+    transform: Affine | None  # None for sensor geometry (see ``rpc``)
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    rpc: RPCSource | None = None
+
+    def open(self):
+        """Open the file as a rasterio dataset."""
+        return rasterio.open(self.path)
+
+    def footprint(self, crs: CRS) -> tuple[float, float, float, float]:
+        """Bounds (left, bottom, right, top) of the file in ``crs``."""
+        if self.rpc is None:
+            left, top = self.transform.c, self.transform.f
+            right = left + self.width * self.transform.a
+            bottom = top + self.height * self.transform.e
+            return transform_bounds(self.crs, crs, left, bottom, right, top, densify_pts=21)
+        transform, width, height = self._rpc_default(crs)
+        return (transform.c, transform.f + height * transform.e, transform.c + width * transform.a, transform.f)
+
+    def resolution_in(self, crs: CRS) -> float:
+        """Native pixel size of the file expressed in ``crs`` units (the mean of x and y)."""
+        if self.rpc is None:
+            left, top = self.transform.c, self.transform.f
+            right = left + self.width * self.transform.a
+            bottom = top + self.height * self.transform.e
+            transform, _, _ = calculate_default_transform(
+                self.crs, crs, self.width, self.height, left, bottom, right, top
+            )
+        else:
+            transform, _, _ = self._rpc_default(crs)
+        return (abs(transform.a) + abs(transform.e)) / 2
+
+    def _rpc_default(self, crs: CRS) -> tuple[Affine, int, int]:
+        return calculate_default_transform(
+            WGS84, crs, self.width, self.height, rpcs=self.rpc.rpc, **self.rpc.transformer_options()
+        )
+
+
+@dataclass(frozen=True)
+class DateImage:
+    """The image of one date: its files and the name of every band.
+
+    ``bands[i]`` is ``(file index, 1-based band index)`` of the band called ``names[i]``.
+    """
+
+    label: str
+    files: tuple[BandFile, ...]
+    names: tuple[str, ...]
+    bands: tuple[tuple[int, int], ...] = field(repr=False)
+
+    @property
+    def crs(self) -> CRS:
+        return self.files[0].crs
+
+    @property
+    def sensor_geometry(self) -> bool:
+        return self.files[0].rpc is not None
+
+    def describe(self) -> dict:
+        return {
+            "files": [str(f.path) for f in self.files],
+            "bands": list(self.names),
+            "crs": "sensor geometry (RPC)" if self.sensor_geometry else self.crs.to_string(),
+            "dtype": self.files[0].dtype,
+            "size": [self.files[0].width, self.files[0].height],
+        }
+
+
+def open_image(
+    source: str | Path | Sequence[str | Path],
+    *,
+    bands: str | Sequence[str] | None = None,
+    label: str = "input",
+    rpc_height: float | None = None,
+    dem: str | Path | None = None,
+) -> DateImage:
+    """Read the metadata of one date and name its bands.
+
+    Parameters
+    ----------
+    source
+        A raster file, a folder of single-band rasters, or a list of raster files.
+    bands
+        The band order of the input, e.g. ``"B,G,R,N"``; when omitted, names come from band
+        descriptions, colour interpretation or (Sentinel-2 band files) file names.
+    label
+        Name used in error messages (``"before"``, ``"after"``).
+    rpc_height, dem
+        Terrain for orthorectifying sensor-geometry inputs: a constant height in metres above
+        the ellipsoid (default: the RPC model's mean height ``HEIGHT_OFF``) or a DEM raster.
+
+    Raises
+    ------
+    MissingInputError
+        A path does not exist.
+    InputError
+        A file is unreadable, has no georeferencing and no RPCs, or the declared band order does
+        not match the band count.
+    """
+    paths = _expand(source, label)
+    opened = [_read_file(p, label, rpc_height=rpc_height, dem=Path(dem) if dem else None) for p in paths]
+    files = tuple(f for f, _ in opened)
+    geometries = {f.rpc is not None for f in files}
+    if len(geometries) > 1:
+        raise InputError(f"{label}: mixes georeferenced and sensor-geometry files; orthorectify them all, or none")
+    refs = tuple((i, b) for i, f in enumerate(files) for b in range(1, f.count + 1))
+    if bands is not None:
+        names = parse_bands(bands, setting=f"bands of {label}")
+        if len(names) != len(refs):
+            where = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files in {label}"
+            raise InputError(
+                f"{where} has {len(refs)} band(s) but the declared order {','.join(names)} has {len(names)}; "
+                f"declare one name per band, in file order"
+            )
+    elif len(files) == 1:
+        names = opened[0][1]
+    else:
+        names = tuple(band_from_filename(str(f.path)) or "" for f in files)
+        if not all(names) or any(f.count != 1 for f in files):
+            raise InputError(
+                f"{label}: cannot name the bands of {len(files)} files from their file names; "
+                "declare them in file order (e.g. --bands-before B02,B03,B04,B08)"
+            )
+        names = parse_bands(names, setting=f"bands of {label}")
+    return DateImage(label, files, names, refs)
+
+
+def _expand(source: str | Path | Sequence[str | Path], label: str) -> list[Path]:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise MissingInputError(f"{path}: no such file or folder ({label} image); check the path")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in _RASTER_SUFFIXES)
+            if not found:
+                raise InputError(f"{path}: folder holds no raster file (.tif, .jp2, ...); give the {label} image itself")
+            return found
+        return [path]
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise InputError(f"{label}: empty list of files; give at least one raster")
+    for p in paths:
+        if not p.exists():
+            raise MissingInputError(f"{p}: no such file ({label} image); check the path")
+    return paths
+
+
+def _read_file(
+    path: Path, label: str, *, rpc_height: float | None, dem: Path | None
+) -> tuple[BandFile, tuple[str, ...]]:
+    """The file's metadata, and the band names it implies by itself."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                meta = dict(
+                    width=ds.width, height=ds.height, count=ds.count, dtype=ds.dtypes[0], nodata=ds.nodata,
+                )
+                crs, transform, rpcs = ds.crs, ds.transform, ds.rpcs
+                implied = default_names(ds.count, [c.name for c in ds.colorinterp], list(ds.descriptions))
+                mixed_types = len(set(ds.dtypes)) != 1
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: not a raster GDAL can read ({exc}); check the file or convert it with gdal_translate") from exc
+    if mixed_types:
+        raise InputError(f"{path}: bands of mixed data types; convert it to one type")
+
+    georeferenced = crs is not None and not transform.is_identity
+    if georeferenced:
+        if transform.b != 0 or transform.d != 0:
+            raise InputError(f"{path}: rotated geotransform; warp it north-up first (gdalwarp)")
+        info = BandFile(path, CRS.from_user_input(crs), transform, **meta)
+    else:
+        rpc = rpcs or _read_ossim_geom(path.with_suffix(".geom"))
+        if rpc is None:
+            if crs is not None:
+                what = "a CRS but no geotransform"
+            elif not transform.is_identity:
+                what = "a geotransform but no CRS"
+            else:
+                what = "no CRS or geotransform"
+            raise InputError(
+                f"{path}: {what} and no RPCs ({label} image); georeference it (gdal_edit.py -a_srs / -a_ullr) "
+                "or give an orthorectified image"
+            )
+        if rpcs is None and not transform.is_identity:
+            # A crop written by OTB/picanteo keeps its offset in the full image as a pixel-unit
+            # "transform"; the RPCs describe the full image, so shift them to the crop.
+            rpc = _shift_rpc(rpc, dx=transform.c, dy=transform.f)
+        info = BandFile(path, WGS84, None, **meta, rpc=RPCSource(rpc, _rpc_vrt(path, rpc, meta), rpc_height, dem))
+        log.info("%s: sensor geometry with RPCs", path)
+    return info, implied
+
+
+_RPC_FIELDS = ("height_off", "height_scale", "lat_off", "lat_scale", "long_off", "long_scale",
+               "line_off", "line_scale", "samp_off", "samp_scale")
+_RPC_COEFFS = ("line_num_coeff", "line_den_coeff", "samp_num_coeff", "samp_den_coeff")
+
+
+def _read_ossim_geom(path: Path) -> RPC | None:
+    """RPCs from an OSSIM keyword-list ``.geom`` file (as written by OTB), or None."""
+    if not path.is_file():
+        return None
+    entries: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            entries[key.strip()] = value.strip()
+    if "ossimRpcModel" not in entries.get("type", ""):
+        return None
+    try:
+        scalars = {k: float(entries[k]) for k in _RPC_FIELDS}
+        coeffs = {k: [float(entries[f"{k}_{i:02d}"]) for i in range(20)] for k in _RPC_COEFFS}
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path}: incomplete OSSIM RPC model ({exc}); re-export the .geom file") from exc
+    return RPC(**scalars, **coeffs)
+
+
+def _shift_rpc(rpc: RPC, *, dx: float, dy: float) -> RPC:
+    values = rpc.to_dict()
+    values["samp_off"] = rpc.samp_off - dx
+    values["line_off"] = rpc.line_off - dy
+    return RPC(**{k: v for k, v in values.items() if k in RPC.__init__.__code__.co_varnames})
+
+
+def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
+    """A VRT (XML string) exposing ``path`` with ``rpc`` in its RPC metadata domain.
+
+    GDAL's warper takes RPCs from the source dataset only, and the RPCs may come from a
+    sidecar GDAL does not read (OSSIM ``.geom``) or need shifting to a crop.
+    """
+    items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in rpc.to_gdal().items())
+    gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
+                 "float32": "Float32", "float64": "Float64"}[meta["dtype"]]
+    nodata = f"<NoDataValue>{meta['nodata']}</NoDataValue>" if meta["nodata"] is not None else ""
+    bands = "".join(
+        f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nodata}<SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{escape(str(path.resolve()))}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in range(1, meta["count"] + 1)
+    )
+    return (
+        f'<VRTDataset rasterXSize="{meta["width"]}" rasterYSize="{meta["height"]}">'
+        f'<Metadata domain="RPC">{items}</Metadata>{bands}</VRTDataset>'
+    )

@@ -1,0 +1,65 @@
+"""The contract every change-detection method follows, unsupervised or learned.
+
+A method never opens a file: the engine hands it arrays of both dates on the common grid and
+writes what it returns. Scene-wide state (statistics, a fitted transform) is learnt once in
+:meth:`ChangeMethod.fit` from a :class:`~deltacd.prepare.sampling.PixelSample`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from deltacd.postprocess.histogram import Histogram
+from deltacd.postprocess.threshold import otsu_threshold
+from deltacd.prepare.sampling import PixelSample
+
+
+class ChangeMethod(ABC):
+    """A change detector: two dates in, one change score per pixel out (higher = more change).
+
+    Class attributes
+    ----------------
+    name
+        Registry key (``deltacd detect --method NAME``).
+    context
+        Pixels of context needed on each side of a window for an exact result; 0 for
+        per-pixel methods. The engine overlaps tiles by at least twice this.
+    size_multiple
+        Tile height and width must be multiples of this (networks with pooling levels).
+    score_units
+        What the score means, written into run.json and the raster's description.
+    """
+
+    name: ClassVar[str]
+    context: ClassVar[int] = 0
+    size_multiple: ClassVar[int] = 1
+    score_units: ClassVar[str] = "change score"
+
+    def fit(self, sample: PixelSample) -> None:  # noqa: B027 - optional hook
+        """Learn scene-wide state from pixels of the whole scene (optional)."""
+
+    @abstractmethod
+    def predict(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Change score of a batch of windows.
+
+        Parameters
+        ----------
+        before, after : np.ndarray
+            float32 [B, C, H, W], common bands in the pair's order, date 2 harmonised to date 1.
+
+        Returns
+        -------
+        np.ndarray
+            float32 [B, H, W]; higher means more likely changed.
+        """
+
+    def auto_threshold(self, hist: Histogram) -> float:
+        """The method's own threshold rule on the scene's score histogram (Otsu by default)."""
+        return otsu_threshold(hist)
+
+    def describe(self) -> dict:
+        """Parameters and fitted state, JSON-serialisable, for run.json."""
+        return {"name": self.name}

@@ -1,0 +1,322 @@
+"""``detect``: two images in, a change map, polygons, a quicklook and a run record out.
+
+The steps, in order: open both dates -> orthorectify sensor-geometry inputs -> put them on one
+grid -> measure (and optionally remove) the residual shift -> harmonise date 2's radiometry
+onto date 1 -> fit the method on a scene-wide sample -> run it through the tiled engine, writing
+the score window by window -> threshold on the scene histogram -> polygons after the minimum
+mapping unit -> mask, quicklook, run.json. Everything is written in a temporary folder beside
+the output folder and renamed at the end, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+
+from deltacd import __version__
+from deltacd.config import DetectOptions, build_options
+from deltacd.engine.runner import predict_scene
+from deltacd.errors import DeltacdError, OutputError
+from deltacd.io.grid import Grid
+from deltacd.io.rasters import open_image
+from deltacd.io.writers import RasterWriter
+from deltacd.methods import ChangeMethod, get_method
+from deltacd.postprocess.histogram import Histogram
+from deltacd.postprocess.polygons import CleanUp, rasterise_changes, vectorise_changes
+from deltacd.prepare.align import AlignedPair, align_pair, target_crs
+from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
+from deltacd.prepare.orthorectify import orthorectify
+from deltacd.prepare.radiometry import fit_harmoniser
+from deltacd.prepare.sampling import PixelSample, sample_pixels
+from deltacd.report.quicklook import write_quicklook
+
+log = logging.getLogger(__name__)
+
+#: Progress of a named stage: ``progress(stage, done, total)``.
+StageProgress = Callable[[str, int, int], None]
+
+SCORE = "change_score.tif"
+MASK = "change_mask.tif"
+POLYGONS = "changes.gpkg"
+QUICKLOOK = "quicklook.png"
+RUN_RECORD = "run.json"
+MASK_NODATA = 255
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """Where the outputs are, and the run record (the content of run.json)."""
+
+    out_dir: Path
+    record: dict[str, Any]
+
+    @property
+    def score(self) -> Path:
+        return self.out_dir / SCORE
+
+    @property
+    def mask(self) -> Path:
+        return self.out_dir / MASK
+
+    @property
+    def polygons(self) -> Path:
+        return self.out_dir / POLYGONS
+
+    @property
+    def quicklook(self) -> Path:
+        return self.out_dir / QUICKLOOK
+
+
+@dataclass(frozen=True)
+class PreparedPair:
+    """The aligned, co-registered, harmonised pair and what was measured on the way."""
+
+    pair: AlignedPair
+    inputs: dict[str, Any]  # the inputs as opened, before any orthorectification
+    coregistration: CoregistrationReport | None
+    radiometry: dict[str, Any]
+    sample: PixelSample  # scene-wide pixels, date 2 harmonised
+
+
+class _Timings(dict):
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+@contextmanager
+def staged_output(out_dir: str | Path, *, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir``, renamed to it when the block succeeds, deleted otherwise.
+
+    Raises
+    ------
+    OutputError
+        ``out_dir`` exists and ``overwrite`` is False, or its parent cannot be written.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise OutputError(f"{out_dir}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder; choose another output path")
+    parent = out_dir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write in {parent} ({exc.strerror}); choose a writable output folder") from exc
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it the usual permissions
+    if out_dir.exists():
+        trash = parent / f".{out_dir.name}.replaced"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out_dir, trash)
+        os.replace(staging, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def prepare_pair(
+    before: str | Path | list, after: str | Path | list, options: DetectOptions, workdir: Path, timings: _Timings
+) -> PreparedPair:
+    """Open, orthorectify, align, co-register and harmonise both dates."""
+    with timings.stage("open"):
+        first = open_image(before, bands=options.bands_before, label="before", rpc_height=options.rpc_height, dem=options.dem)
+        second = open_image(after, bands=options.bands_after, label="after", rpc_height=options.rpc_height, dem=options.dem)
+    inputs = {"before": first.describe(), "after": second.describe()}
+    if first.sensor_geometry or second.sensor_geometry:
+        with timings.stage("orthorectify"):
+            crs = target_crs(first, options.crs)
+            first = orthorectify(first, workdir, crs=crs)
+            second = orthorectify(second, workdir, crs=crs)
+    with timings.stage("align"):
+        pair = align_pair(first, second, crs=options.crs, resolution=options.resolution, aoi=options.aoi)
+    report = None
+    if options.coregistration != "off":
+        with timings.stage("coregistration"):
+            report = estimate_shift(pair)
+        if options.coregistration == "correct" and report.blocks_used:
+            pair = pair.replace(after_shift=(report.dx, report.dy))
+            report = replace(report, corrected=True)
+    with timings.stage("radiometry"):
+        sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed)
+        harmoniser = fit_harmoniser(sample, options.harmonise)
+        if harmoniser is not None:
+            pair = pair.replace(after_transform=harmoniser)
+            sample = PixelSample(sample.bands, sample.before, harmoniser(sample.after))
+    radiometry = harmoniser.describe() if harmoniser else {"rule": "none"}
+    return PreparedPair(pair, inputs, report, radiometry, sample)
+
+
+def detect(
+    before: str | Path | list,
+    after: str | Path | list,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: StageProgress | None = None,
+    method_instance: ChangeMethod | None = None,
+    **options: Any,
+) -> DetectResult:
+    """Detect changes between two images and write the outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    before, after
+        Each a raster file, a folder of single-band rasters, or a list of files.
+    out_dir
+        Output folder (must not exist unless ``overwrite``). Receives ``change_score.tif``
+        (float32 COG, NaN = no data), ``change_mask.tif`` (uint8 COG, 1 change, 0 no change,
+        255 no data), ``changes.gpkg`` (polygons with area_m2, pixels, mean_score, max_score),
+        ``quicklook.png`` and ``run.json``.
+    overwrite
+        Replace an existing output folder (only once the new run has succeeded).
+    progress
+        Called as ``progress(stage, done, total)`` during the long stages.
+    method_instance
+        A ready :class:`ChangeMethod` (e.g. a loaded model) instead of ``method=`` by name.
+    **options
+        Fields of :class:`~deltacd.config.DetectOptions` (``method="irmad"``, ``harmonise="none"``, ...).
+
+    Returns
+    -------
+    DetectResult
+
+    Raises
+    ------
+    DeltacdError
+        Bad input or output location, with a one-line message naming the file or setting.
+    """
+    opts = build_options(DetectOptions, options, source="detect options")
+    method = method_instance or get_method(opts.method, **(opts.method_options or {}))
+    timings = _Timings()
+    started = time.perf_counter()
+    with staged_output(out_dir, overwrite=overwrite) as staging:
+        workdir = staging / "_work"
+        workdir.mkdir()
+        prepared = prepare_pair(before, after, opts, workdir, timings)
+        pair = prepared.pair
+        with pair:
+            with timings.stage("fit"):
+                method.fit(prepared.sample)
+            grid = pair.grid
+            hist = Histogram()
+            valid_pixels = 0
+            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score:
+                with timings.stage("predict"):
+                    for window, values in predict_scene(
+                        pair, method, tile_size=opts.tile_size, overlap=opts.overlap, batch_size=opts.batch_size,
+                        progress=_stage(progress, "detect"),
+                    ):
+                        score.write(window, values)
+                        hist.update(values)
+                        valid_pixels += int(np.isfinite(values).sum())
+                threshold, rule = _threshold(method, hist, opts.threshold)
+                with timings.stage("polygons"):
+                    polygons = vectorise_changes(
+                        score.read, grid, threshold, CleanUp(opts.min_area_m2, opts.morphology_radius_px),
+                        progress=_stage(progress, "polygons"),
+                    )
+                with timings.stage("mask"):
+                    changed_pixels = _write_mask(staging / MASK, grid, polygons, score.read)
+                with timings.stage("cog"):
+                    score.finish()
+            with timings.stage("outputs"):
+                polygons.to_file(staging / POLYGONS, driver="GPKG", layer="changes")
+                write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
+            shutil.rmtree(workdir)
+            timings["total"] = round(time.perf_counter() - started, 3)
+            record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist)
+            (staging / RUN_RECORD).write_text(json.dumps(record, indent=2, default=_json_default))
+    return DetectResult(Path(out_dir), record)
+
+
+def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
+
+
+def _threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tuple[float, str]:
+    if given != "auto":
+        return float(given), "given"
+    if hist.total == 0:
+        raise DeltacdError("no valid pixel was scored; check the inputs' nodata and the AOI")
+    return method.auto_threshold(hist), f"{method.name} automatic rule"
+
+
+def _write_mask(path: Path, grid: Grid, polygons, read_score: Callable[[Window], np.ndarray], rows: int = 1024) -> int:
+    changed = 0
+    with RasterWriter(path, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
+                      overview_resampling="nearest") as mask:
+        for top in range(0, grid.height, rows):
+            window = Window(0, top, grid.width, min(rows, grid.height - top))
+            values = rasterise_changes(polygons, grid, window)
+            changed += int(values.sum())
+            values[np.isnan(read_score(window))] = MASK_NODATA
+            mask.write(window, values)
+        mask.finish()
+    return changed
+
+
+def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist) -> dict[str, Any]:
+    grid = prepared.pair.grid
+    pixel_ha = grid.pixel_area_m2 / 1e4
+    return {
+        "deltacd_version": __version__,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "inputs": prepared.inputs,
+        "grid": grid.describe(),
+        "bands": list(prepared.pair.bands),
+        "options": opts.to_dict(),
+        "coregistration": prepared.coregistration.describe() if prepared.coregistration else None,
+        "radiometry": prepared.radiometry,
+        "method": method.describe() | {"score_units": method.score_units},
+        "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
+        "results": {
+            "valid_pixels": valid_pixels,
+            "changed_pixels": changed_pixels,
+            "changed_fraction": changed_pixels / valid_pixels if valid_pixels else None,
+            "changed_area_ha": changed_pixels * pixel_ha,
+            "polygons": len(polygons),
+        },
+        "timings_s": dict(timings),
+        "outputs": {"score": SCORE, "mask": MASK, "polygons": POLYGONS, "quicklook": QUICKLOOK},
+    }
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,86 @@
+"""A histogram accumulated window by window, for scene-wide thresholds.
+
+Thresholds must come from the whole scene, never from one tile, yet the scene never fits in
+memory. This histogram has a fixed number of bins and a range that doubles (merging bins in
+pairs) when a value falls outside it, so it needs no prior knowledge of the score range and
+costs O(bins) memory. numpy and dask offer histograms only over a range fixed in advance,
+hence this small class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Histogram:
+    """Counts of finite values in ``bins`` equal bins over ``[low, high)``.
+
+    Parameters
+    ----------
+    bins
+        Number of bins (even); the resolution is ``(high - low) / bins``.
+    """
+
+    def __init__(self, bins: int = 4096):
+        if bins < 2 or bins % 2:
+            raise ValueError(f"bins must be an even number >= 2; got {bins}")
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.low: float | None = None
+        self.high: float | None = None
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.low, self.high, len(self.counts) + 1)
+
+    @property
+    def centers(self) -> np.ndarray:
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2
+
+    def update(self, values: np.ndarray) -> None:
+        """Add the finite values of an array of any shape."""
+        values = np.asarray(values, dtype=np.float64).ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return
+        vmin, vmax = float(values.min()), float(values.max())
+        if self.low is None:
+            self.low = vmin
+            self.high = vmax + (vmax - vmin) * 1e-3 if vmax > vmin else vmin + max(abs(vmin), 1.0)
+        while vmax >= self.high:
+            self._grow(up=True)
+        while vmin < self.low:
+            self._grow(up=False)
+        idx = ((values - self.low) / (self.high - self.low) * len(self.counts)).astype(np.int64)
+        np.clip(idx, 0, len(self.counts) - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=len(self.counts))
+
+    def _grow(self, *, up: bool) -> None:
+        width = self.high - self.low
+        merged = self.counts.reshape(-1, 2).sum(axis=1)
+        half = len(self.counts) // 2
+        self.counts = np.zeros_like(self.counts)
+        if up:
+            self.counts[:half] = merged
+            self.high = self.low + 2 * width
+        else:
+            self.counts[half:] = merged
+            self.low = self.high - 2 * width
+
+    def quantile(self, q: float) -> float:
+        """Approximate ``q``-quantile (to one bin width)."""
+        if self.total == 0:
+            return float("nan")
+        cumulative = np.cumsum(self.counts)
+        i = int(np.searchsorted(cumulative, q * cumulative[-1]))
+        return float(self.edges[min(i + 1, len(self.counts))])
+
+    def fraction_above(self, threshold: float) -> float:
+        """Fraction of the counted values that lie in bins at or above ``threshold``."""
+        if self.total == 0:
+            return float("nan")
+        return float(self.counts[self.centers >= threshold].sum() / self.total)

@@ -1,0 +1,336 @@
+"""Put both dates on one grid and read them window by window.
+
+The common grid is decided once (:func:`common_grid`): the CRS of the first date (or the UTM zone
+of the scene when that CRS is geographic or the image is in sensor geometry), one resolution
+(given, or the coarser of the two dates), the intersection of the footprints, optionally clipped
+to an AOI. Every file is then read through a GDAL ``WarpedVRT`` onto that grid, one window at a
+time, so the scene is never loaded whole and nothing is resampled on disk. A file that already
+lies on the grid is read directly, without warping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from deltacd.errors import InputError
+from deltacd.io.bands import common_bands
+from deltacd.io.grid import Grid
+from deltacd.io.rasters import BandFile, DateImage
+from deltacd.io.vectors import PolygonMask, read_polygons
+
+log = logging.getLogger(__name__)
+
+#: A per-window transform of the after-image values, [C, h, w] -> [C, h, w] (radiometric harmonisation).
+AfterTransform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PairWindow:
+    """Both dates over one window of the common grid.
+
+    Attributes
+    ----------
+    before, after : np.ndarray
+        float32 [C, h, w], the common bands in the pair's band order, in the input's digital
+        numbers (after harmonisation for ``after`` when the pair has a harmoniser).
+    valid : np.ndarray
+        bool [h, w]: True where both dates have data (nodata, masks, footprints and AOI combined).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    valid: np.ndarray
+
+
+def utm_crs_for(bounds_wgs84: tuple[float, float, float, float]) -> CRS:
+    """The WGS84 / UTM zone CRS covering the centre of ``bounds_wgs84`` (lon/lat)."""
+    west, south, east, north = bounds_wgs84
+    lon, lat = (west + east) / 2, (south + north) / 2
+    infos = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat))
+    if not infos:
+        raise InputError(f"no UTM zone covers lon {lon:.4f}, lat {lat:.4f}; give the output CRS (crs=...)")
+    return CRS.from_epsg(int(infos[0].code))
+
+
+def _date_footprint(image: DateImage, crs: CRS) -> tuple[float, float, float, float]:
+    """Area covered by every file of a date (the intersection of the files' footprints)."""
+    boxes = np.array([f.footprint(crs) for f in image.files])
+    return (boxes[:, 0].max(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].min())
+
+
+def _date_resolution(image: DateImage, crs: CRS) -> float:
+    """Finest native resolution among a date's files, in ``crs`` units."""
+    return min(f.resolution_in(crs) for f in image.files)
+
+
+def target_crs(before: DateImage, crs: str | CRS | None = None) -> CRS:
+    """The output CRS: ``crs`` if given, else the first date's CRS when projected, else its UTM zone."""
+    if crs is not None:
+        return CRS.from_user_input(crs)
+    if before.crs.is_projected and not before.sensor_geometry:
+        return before.crs
+    return utm_crs_for(_date_footprint(before, CRS.from_epsg(4326)))
+
+
+def common_grid(
+    before: DateImage,
+    after: DateImage,
+    *,
+    crs: str | CRS | None = None,
+    resolution: float | None = None,
+    aoi: PolygonMask | None = None,
+) -> Grid:
+    """The grid both dates are read on.
+
+    Parameters
+    ----------
+    crs
+        Output CRS; default: the first date's CRS when it is projected, otherwise the UTM zone of
+        the scene centre (areas in m2 and a metric resolution need a projected grid).
+    resolution
+        Pixel size in units of ``crs``; default: the coarser of the two dates' native resolutions
+        (the finest band of each date), so that neither date is invented at a finer scale.
+    aoi
+        Polygons (already in ``crs``) to clip the grid to.
+
+    Raises
+    ------
+    InputError
+        The images (or the AOI) do not overlap, or the resolution is not positive.
+    """
+    for image in (before, after):
+        if image.sensor_geometry:
+            raise InputError(
+                f"{image.files[0].path}: sensor geometry (RPCs); orthorectify it first "
+                "(deltacd.prepare.orthorectify.orthorectify, done by deltacd.detect)"
+            )
+    target = target_crs(before, crs)
+    if resolution is not None and not resolution > 0:
+        raise InputError(f"resolution: must be a positive pixel size in CRS units; got {resolution}")
+    res = resolution or max(_date_resolution(before, target), _date_resolution(after, target))
+
+    fb, fa = _date_footprint(before, target), _date_footprint(after, target)
+    bounds = (max(fb[0], fa[0]), max(fb[1], fa[1]), min(fb[2], fa[2]), min(fb[3], fa[3]))
+    if bounds[2] - bounds[0] < res or bounds[3] - bounds[1] < res:
+        raise InputError(
+            f"{before.describe()['files'][0]} and {after.describe()['files'][0]} do not overlap "
+            f"(before covers {_fmt(fb)}, after covers {_fmt(fa)} in {target.to_string()}); give two images of the same area"
+        )
+    if aoi is not None:
+        ab = aoi.bounds
+        clipped = (max(bounds[0], ab[0]), max(bounds[1], ab[1]), min(bounds[2], ab[2]), min(bounds[3], ab[3]))
+        if clipped[2] - clipped[0] < res or clipped[3] - clipped[1] < res:
+            raise InputError(
+                f"the AOI ({_fmt(ab)}) misses the overlap of the images ({_fmt(bounds)}) in {target.to_string()}; "
+                "give an AOI over the images"
+            )
+        bounds = clipped
+
+    # Keep the first date's pixel lattice when it is already on the target CRS and resolution,
+    # so date 1 is read without resampling; otherwise snap to multiples of the resolution.
+    ox, oy = 0.0, 0.0
+    first = before.files[0]
+    if first.transform is not None and first.crs == target and math.isclose(abs(first.transform.a), res, rel_tol=1e-9):
+        ox, oy = first.transform.c, first.transform.f
+    left = ox + math.floor((bounds[0] - ox) / res + 1e-6) * res
+    top = oy + math.ceil((bounds[3] - oy) / res - 1e-6) * res
+    right = ox + math.ceil((bounds[2] - ox) / res - 1e-6) * res
+    bottom = oy + math.floor((bounds[1] - oy) / res + 1e-6) * res
+    # Pixels only partly covered by a footprint are masked later by the readers.
+    return Grid.from_bounds(target, (left, bottom, right, top), res)
+
+
+def _fmt(b: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in b) + "]"
+
+
+def _offset_on_grid(f: BandFile, g: Grid) -> tuple[int, int] | None:
+    """(col, row) of the grid origin in the file when the grid's pixels are the file's own pixels."""
+    t = f.transform
+    if t is None or f.crs != g.crs:
+        return None
+    if not (math.isclose(t.a, g.transform.a, rel_tol=1e-9) and math.isclose(t.e, g.transform.e, rel_tol=1e-9)):
+        return None
+    col, row = (g.transform.c - t.c) / t.a, (g.transform.f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    col, row = round(col), round(row)
+    if col < 0 or row < 0 or col + g.width > f.width or row + g.height > f.height:
+        return None
+    return col, row
+
+
+@dataclass
+class _FileReader:
+    """Reads bands of one file onto a grid: directly when aligned, through a WarpedVRT otherwise."""
+
+    file: BandFile
+    grid: Grid
+    _ds: object = field(default=None, repr=False)
+    _vrt: object = field(default=None, repr=False)
+    _offset: tuple[int, int] | None = field(default=None, repr=False)
+
+    def open(self) -> None:
+        self._ds = self.file.open()
+        f, g = self.file, self.grid
+        self._offset = _offset_on_grid(f, g)
+        if self._offset is not None:
+            return
+        coarser = min(g.res) > 1.5 * f.resolution_in(g.crs)
+        options = dict(
+            crs=g.crs, transform=g.transform, width=g.width, height=g.height,
+            resampling=Resampling.average if coarser else Resampling.bilinear,
+        )
+        if f.nodata is None:
+            options["add_alpha"] = True  # marks pixels outside the footprint
+        else:
+            options["nodata"] = f.nodata
+        self._vrt = WarpedVRT(self._ds, **options)
+
+    def read(self, indexes: list[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [len(indexes), h, w] values and bool [h, w] validity."""
+        if self._offset is not None:
+            col, row = self._offset
+            src_win = Window(window.col_off + col, window.row_off + row, window.width, window.height)
+            data = self._ds.read(indexes, window=src_win, out_dtype="float32")
+            masks = self._ds.read_masks(indexes, window=src_win)
+        else:
+            data = self._vrt.read(indexes, window=window, out_dtype="float32")
+            masks = self._vrt.read_masks(indexes, window=window)
+        return data, np.all(masks > 0, axis=0)
+
+    def close(self) -> None:
+        for handle in (self._vrt, self._ds):
+            if handle is not None:
+                handle.close()
+        self._vrt = self._ds = None
+
+
+class AlignedPair:
+    """Two dates on one :class:`Grid`, read window by window.
+
+    Use as a context manager, or call :meth:`close`. ``read(window)`` returns a
+    :class:`PairWindow` with the common bands in ``self.bands`` order.
+
+    Parameters
+    ----------
+    before, after
+        The two dates.
+    grid
+        The common grid (see :func:`common_grid`).
+    bands
+        Band names to read, present at both dates.
+    aoi
+        Optional polygons; pixels outside are invalid.
+    after_shift
+        (dx, dy) in grid pixels: date 2 is sampled at (col + dx, row + dy), which corrects a
+        co-registration offset with a single resampling.
+    after_transform
+        Optional radiometric harmonisation applied to date 2 values after reading.
+    """
+
+    def __init__(
+        self,
+        before: DateImage,
+        after: DateImage,
+        grid: Grid,
+        bands: Sequence[str],
+        *,
+        aoi: PolygonMask | None = None,
+        after_shift: tuple[float, float] = (0.0, 0.0),
+        after_transform: AfterTransform | None = None,
+    ):
+        self.before, self.after, self.grid = before, after, grid
+        self.bands = tuple(bands)
+        self.aoi = aoi
+        self.after_shift = after_shift
+        self.after_transform = after_transform
+        self._readers: dict[tuple[str, int, Grid], _FileReader] = {}  # (date, file index, grid)
+
+    def replace(self, **changes) -> AlignedPair:
+        """A new pair with some settings changed (``after_shift``, ``after_transform``, ``bands``)."""
+        settings = dict(
+            before=self.before, after=self.after, grid=self.grid, bands=self.bands, aoi=self.aoi,
+            after_shift=self.after_shift, after_transform=self.after_transform,
+        )
+        settings.update(changes)
+        return AlignedPair(**settings)
+
+    def __enter__(self) -> AlignedPair:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def _read_date(self, date: str, grid: Grid, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        image = self.before if date == "before" else self.after
+        per_file: dict[int, list[tuple[int, int]]] = {}
+        for position, name in enumerate(self.bands):
+            file_index, band_index = image.bands[image.names.index(name)]
+            per_file.setdefault(file_index, []).append((position, band_index))
+        out = np.empty((len(self.bands), int(window.height), int(window.width)), dtype=np.float32)
+        valid = np.ones(out.shape[1:], dtype=bool)
+        for file_index, items in per_file.items():
+            key = (date, file_index, grid)
+            reader = self._readers.get(key)
+            if reader is None:
+                reader = self._readers[key] = _FileReader(image.files[file_index], grid)
+                reader.open()
+            data, ok = reader.read([b for _, b in items], window)
+            out[[p for p, _ in items]] = data
+            valid &= ok
+        return out, valid
+
+    def read(self, window: Window, *, grid: Grid | None = None) -> PairWindow:
+        """Read ``window`` of the common grid (or of ``grid``, a coarser view from :meth:`Grid.scaled`)."""
+        grid = grid or self.grid
+        before, valid_before = self._read_date("before", grid, window)
+        dx, dy = self.after_shift
+        after_grid = grid.translated(dx * self.grid.res[0] / grid.res[0], dy * self.grid.res[1] / grid.res[1]) if (dx or dy) else grid
+        after, valid_after = self._read_date("after", after_grid, window)
+        if self.after_transform is not None:
+            after = self.after_transform(after)
+        valid = valid_before & valid_after
+        if self.aoi is not None:
+            valid &= self.aoi.read(grid, window)
+        return PairWindow(before, after, valid)
+
+
+def align_pair(
+    before: DateImage,
+    after: DateImage,
+    *,
+    crs: str | CRS | None = None,
+    resolution: float | None = None,
+    aoi: str | Path | None = None,
+) -> AlignedPair:
+    """Both dates on one grid over their common footprint, with their common bands.
+
+    See :func:`common_grid` for how the grid is chosen. ``aoi`` is a vector file (any CRS).
+    """
+    bands = common_bands(before.names, after.names)
+    mask = None
+    if aoi is not None:
+        mask = PolygonMask(read_polygons(aoi, target_crs(before, crs), what="AOI").geometry)
+    grid = common_grid(before, after, crs=crs, resolution=resolution, aoi=mask)
+    log.info("common grid %s, %dx%d px at %g, bands %s", grid.crs.to_string(), grid.width, grid.height, grid.res[0], bands)
+    return AlignedPair(before, after, grid, bands, aoi=mask)
+
+

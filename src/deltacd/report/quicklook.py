@@ -1,0 +1,65 @@
+"""quicklook.png: before | after | change polygons drawn over after, read at reduced resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deltacd.io.bands import RGB  # noqa: E402
+
+
+def display_bands(bands: tuple[str, ...]) -> list[int]:
+    """Indexes of the bands to show: R,G,B; else N,R,G (false colour); else the first band."""
+    for wanted in (RGB, ("N", "R", "G")):
+        if all(b in bands for b in wanted):
+            return [bands.index(b) for b in wanted]
+    return [0]
+
+
+def stretch(values: np.ndarray, valid: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None):
+    """2-98 % linear stretch of [C, h, w] to [h, w, C] in 0..1; returns the image and the limits used."""
+    if low is None:
+        sample = values[:, valid] if valid.any() else values.reshape(len(values), -1)
+        low, high = np.percentile(sample, 2, axis=1), np.percentile(sample, 98, axis=1)
+    span = np.where(high > low, high - low, 1.0)
+    image = np.clip((values - low[:, None, None]) / span[:, None, None], 0, 1)
+    image[:, ~valid] = 1.0  # nodata shown white
+    image = np.moveaxis(image, 0, -1)
+    return (image[..., 0] if image.shape[-1] == 1 else image), low, high
+
+
+def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 900, title: str = "") -> Path:
+    """Draw before | after | changes over after, the scene read at ``max_size`` pixels at most."""
+    grid = pair.grid.scaled(max_size)
+    block = pair.read(grid.full_window, grid=grid)
+    show = display_bands(pair.bands)
+    before, low, high = stretch(block.before[show], block.valid)
+    after, _, _ = stretch(block.after[show], block.valid, low, high)
+    left, bottom, right, top = grid.bounds
+    extent = (left, right, bottom, top)
+    aspect = grid.height / grid.width
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5 * aspect + 0.8), constrained_layout=True)
+    cmap = "gray" if before.ndim == 2 else None
+    for ax, image, label in zip(axes, (before, after, after), ("before", "after", f"changes ({len(polygons)} polygons)"), strict=True):
+        ax.imshow(image, extent=extent, cmap=cmap, interpolation="nearest")
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not polygons.empty:
+        polygons.boundary.plot(ax=axes[2], color="red", linewidth=0.8)
+        axes[2].set_xlim(left, right)
+        axes[2].set_ylim(bottom, top)
+        axes[2].set_xlabel("")
+        axes[2].set_ylabel("")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
