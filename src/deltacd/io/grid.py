@@ -104,12 +104,12 @@ class Grid:
             return self
         width = max(1, math.ceil(self.width / factor))
         height = max(1, math.ceil(self.height / factor))
-        transform = self.transform * Affine.scale(self.width / width, self.height / height)
+        transform = self.transform @ Affine.scale(self.width / width, self.height / height)
         return Grid(self.crs, transform, width, height)
 
     def translated(self, dx_px: float, dy_px: float) -> Grid:
         """The same grid moved by (dx, dy) pixels: reading on it samples at (col + dx, row + dy)."""
-        return Grid(self.crs, self.transform * Affine.translation(dx_px, dy_px), self.width, self.height)
+        return Grid(self.crs, self.transform @ Affine.translation(dx_px, dy_px), self.width, self.height)
 
     @property
     def pixel_area_m2(self) -> float:

@@ -15,14 +15,14 @@ def otsu_threshold(hist: Histogram) -> float:
     Otsu (1979), "A threshold selection method from gray-level histograms",
     doi:10.1109/TSMC.1979.4310076. The histogram is first trimmed to its 99.9th percentile
     so that a few extreme scores do not squeeze the rest into a handful of bins.
-    A constant score returns that value (nothing is above it).
+    A constant score returns the top of its bin, so that nothing lies above the threshold.
     """
     if hist.total == 0:
         return float("nan")
     centers, counts = hist.centers, hist.counts
     nonzero = np.flatnonzero(counts)
     if len(nonzero) == 1:
-        return float(centers[nonzero[0]])
+        return float(hist.edges[nonzero[0] + 1])
     top = hist.quantile(0.999)
     keep = centers <= top
     if np.count_nonzero(counts[keep]) < 2:

@@ -1,9 +1,12 @@
 """Residual misregistration between the dates, block by block, by phase correlation.
 
 Blocks are spread over the scene on a regular lattice; in each, the band-mean intensity of both
-dates is compared by upsampled phase cross-correlation (Guizar-Sicairos, Thurman & Fienup 2008,
-"Efficient subpixel image registration algorithms", doi:10.1364/OL.33.000156, as implemented
-by :func:`skimage.registration.phase_cross_correlation`). The global shift is the median over
+dates (each band standardised, Hann-windowed) is compared by upsampled cross-correlation
+(Guizar-Sicairos, Thurman & Fienup 2008, "Efficient subpixel image registration algorithms",
+doi:10.1364/OL.33.000156, as implemented by :func:`skimage.registration.phase_cross_correlation`).
+We use the plain cross-correlation (``normalization=None``), not the phase-normalised one: on
+smooth VHR texture the phase normalisation locked sub-pixel shifts 0.1 px towards the nearest
+integer in our tests, while the standardisation per block already removes gain and offset. The global shift is the median over
 blocks that have texture and agree with the others (changed areas give outliers). Phase
 correlation tolerates illumination differences but not large rotations or scale changes.
 
@@ -86,7 +89,7 @@ def _shift(pair, window_: Window, grid=None, *, upsample_factor: int, min_valid_
     if ref.std() < 1e-6 or mov.std() < 1e-6:
         return None
     # skimage returns what registers date 2 onto date 1: minus where date 2's content lies.
-    shift, _, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample_factor)
+    shift, _, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample_factor, normalization=None)
     return -float(shift[1]), -float(shift[0])
 
 
@@ -97,7 +100,7 @@ def estimate_shift(
     max_blocks: int = 49,
     upsample_factor: int = 20,
     min_valid_fraction: float = 0.9,
-    agreement_px: float = 1.0,
+    agreement_px: float = 2.0,
     coarse_size: int = 1024,
 ) -> CoregistrationReport:
     """Measure the residual shift of date 2 relative to date 1, coarse to fine.

@@ -1,0 +1,314 @@
+"""A trained change-detection network behind the :class:`ChangeMethod` contract, run by the one tiled engine.
+
+:class:`LearnedModel` wraps any network that follows the model contract of
+:mod:`deltacd.models.registry` (``forward(before, after)`` on normalised float32 ``[B, C, H, W]``
+-> logits ``[B, K, H, W]``) together with its :class:`~deltacd.models.checkpoint.ModelSpec`
+(band names, normalisation in raw digital numbers, decision threshold). The engine hands it
+windows of both dates in raw DN, in the pair's band order; the wrapper picks the model's bands by
+name, normalises them with the model's own statistics, runs the network and returns the change
+probability. Nothing about the model is guessed from the images.
+
+Where a model comes from (:meth:`LearnedModel.from_file`)
+--------------------------------------------------------
+* ``PATH.safetensors``: a deltacd checkpoint (:func:`~deltacd.models.checkpoint.load_checkpoint`);
+  it describes itself, so ``detect --model PATH`` needs no other flag.
+* ``ARCH:PATH``: a checkpoint written by other code, whose architecture is named because the
+  file cannot say it. Supported: ``tinycd:PATH``, the raw state dict of Codegoni et al.'s TinyCD
+  (arXiv:2207.13159; ``levir_best.pth``, ``whu_best.pth``) with the authors' normalisation
+  (8-bit R,G,B, ImageNet mean/std) and their 0.5 threshold.
+
+Score
+-----
+float32 ``[B, H, W]`` in [0, 1]: ``sigmoid(logit)`` for a binary model, ``1 - P(no change)``
+(softmax) for a multi-class one. The automatic threshold is the one stored with the model
+(chosen on validation), not a rule on the scene's histogram.
+
+Cost and known failure modes
+----------------------------
+One forward pass per tile (four with ``tta=True``); on a GPU the pass runs under float16
+autocast. The network sees ``context`` = 32 pixels beyond each tile's owned area (the engine's
+default overlap is 64) and tiles are blended, but models with instance or batch-statistics
+normalisation still depend slightly on the tile size. A model trained on raw 8-bit pairs sees
+different inputs when date 2 is radiometrically harmonised (``harmonise="pif"``); see
+``benchmarks/levir_tinycd_pipeline.py`` for the measured effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deltacd.errors import InputError
+from deltacd.io.bands import canonical
+from deltacd.methods.base import ChangeMethod
+from deltacd.models.checkpoint import ModelSpec, load_checkpoint
+from deltacd.postprocess.histogram import Histogram
+from deltacd.prepare.sampling import PixelSample
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FOREIGN_CHECKPOINTS", "LearnedModel"]
+
+#: Loader of a checkpoint made by other code: ``(path, map_location) -> (model in eval mode, spec)``.
+ForeignLoader = Callable[[Path, str], tuple[nn.Module, ModelSpec]]
+
+
+def _load_tinycd(path: Path, map_location: str) -> tuple[nn.Module, ModelSpec]:
+    """The authors' TinyCD state dict, with the normalisation and threshold of their evaluation."""
+    from deltacd.models.tinycd import TINYCD_IMAGENET_NORMALISATION, load_tinycd_checkpoint
+
+    model = load_tinycd_checkpoint(path, map_location=map_location)
+    norm = TINYCD_IMAGENET_NORMALISATION
+    if model.in_channels != len(norm["bands"]):
+        raise InputError(
+            f"{path}: TinyCD state dict with {model.in_channels} band(s); a raw state dict says nothing about its bands "
+            "or normalisation, so only the authors' 3-band RGB weights load as tinycd:PATH; save other TinyCD models "
+            "with deltacd.models.checkpoint.save_checkpoint and pass the .safetensors file"
+        )
+    scale = float(norm["scale"])
+    # The authors divide 8-bit DN by 255 then apply ImageNet mean/std: (dn/255 - m)/s = (dn - 255 m)/(255 s).
+    spec = ModelSpec(
+        name="tinycd",
+        kwargs={"in_channels": model.in_channels},
+        bands=tuple(norm["bands"]),
+        mean=tuple(scale * m for m in norm["mean"]),
+        std=tuple(scale * s for s in norm["std"]),
+        threshold=0.5,
+        task="binary",
+        data={"weights": "authors' checkpoint (AndreaCodegoni/Tiny_model_4_CD), 8-bit RGB, non-commercial research use"},
+    )
+    return model, spec
+
+
+#: Architectures accepted as ``ARCH:PATH`` for checkpoints made by other code.
+FOREIGN_CHECKPOINTS: dict[str, ForeignLoader] = {"tinycd": _load_tinycd}
+
+# An architecture prefix is a name of 2+ characters, so a Windows drive ("C:\...") is not one.
+_ARCH_PREFIX = re.compile(r"^(?P<arch>[A-Za-z][A-Za-z0-9_.-]+):(?P<path>.+)$")
+
+_TASKS = ("binary", "multiclass")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"device: {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device: {device!r} asked for but no CUDA GPU is visible to torch; use device='auto' or 'cpu'")
+    return resolved
+
+
+class LearnedModel(ChangeMethod):
+    """A trained network as a change method: raw DN of both dates in, change probability out.
+
+    Parameters
+    ----------
+    model
+        Network following the registry contract; put in eval mode and moved to ``device``.
+    spec
+        Its bands, normalisation (raw DN), threshold and task.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+    tta
+        Flip test-time augmentation: average the probability over the identity, horizontal,
+        vertical and both flips (each input flipped, each output flipped back). Four times the
+        compute; smooths orientation-dependent errors.
+    amp
+        float16 autocast on CUDA (ignored on CPU, where autocast would be slower).
+    source
+        Where the model came from (file name), for messages and run.json.
+
+    Notes
+    -----
+    Band order: the engine passes arrays in the pair's band order. :meth:`fit` (called by
+    :func:`deltacd.detect` with the scene's pixel sample, whose ``bands`` are the pair's) or
+    :meth:`select_bands` records which of them the model takes, by name. Without either,
+    :meth:`predict` expects arrays already in the model's band order.
+    """
+
+    name = "model"
+    context = 32
+    score_units = "change probability"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: ModelSpec,
+        *,
+        device: str | torch.device = "auto",
+        tta: bool = False,
+        amp: bool = True,
+        source: str | None = None,
+    ) -> None:
+        if spec.task not in _TASKS:
+            raise InputError(f"{source or 'model'}: task {spec.task!r} is not one of {', '.join(_TASKS)}")
+        self.spec = spec
+        self.source = source
+        self.device = _resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.tta = bool(tta)
+        self.amp = bool(amp) and self.device.type == "cuda"
+        # Instance attributes refine the class ones the engine reads.
+        self.name = spec.name
+        self.size_multiple = int(getattr(model, "size_multiple", 1))
+        shape = (1, len(spec.bands), 1, 1)
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(shape)
+        self._index: tuple[int, ...] | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_file(
+        cls, spec_string: str | Path, *, device: str | torch.device = "auto", tta: bool = False, amp: bool = True
+    ) -> LearnedModel:
+        """Load a model from ``PATH`` (deltacd ``.safetensors``) or ``ARCH:PATH`` (another code's checkpoint).
+
+        Raises
+        ------
+        MissingInputError
+            The file does not exist.
+        InputError
+            Unknown ``ARCH`` (the message lists the supported ones), a corrupt or foreign file
+            (named in the message), or an unusable device.
+        """
+        text = str(spec_string)
+        map_location = "cpu"  # loaded on CPU, then moved: a GPU-saved file loads on a CPU-only machine
+        match = None if Path(text).exists() else _ARCH_PREFIX.match(text)
+        if match:
+            arch, path = match["arch"].lower(), Path(match["path"])
+            if arch not in FOREIGN_CHECKPOINTS:
+                raise InputError(
+                    f"model {text!r}: unknown architecture {match['arch']!r}; supported as ARCH:PATH: "
+                    f"{', '.join(sorted(FOREIGN_CHECKPOINTS))} (a deltacd .safetensors checkpoint needs no prefix)"
+                )
+            model, spec = FOREIGN_CHECKPOINTS[arch](path, map_location)
+        else:
+            path = Path(text)
+            model, spec = load_checkpoint(path, map_location=map_location)
+        log.info("loaded %s model from %s (bands %s)", spec.name, path, ",".join(spec.bands))
+        return cls(model, spec, device=device, tta=tta, amp=amp, source=str(path))
+
+    # ------------------------------------------------------------------ bands
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Band names the model takes, in its order."""
+        return tuple(self.spec.bands)
+
+    def select_bands(self, pair_bands: Sequence[str]) -> tuple[int, ...]:
+        """Record (and return) the positions of the model's bands among ``pair_bands``, matched by name.
+
+        Raises
+        ------
+        InputError
+            One of the model's bands is not among ``pair_bands``.
+        """
+        have = [canonical(b) for b in pair_bands]
+        need = [canonical(b) for b in self.spec.bands]
+        missing = [b for b in need if b not in have]
+        if missing:
+            where = f"{Path(self.source).name}: " if self.source else ""
+            raise InputError(
+                f"{where}model needs bands {','.join(need)}; the images have {','.join(have)} (missing {','.join(missing)}); "
+                "declare the images' band order (bands_before/bands_after, e.g. B,G,R,N) or use a model trained on these bands"
+            )
+        self._index = tuple(have.index(b) for b in need)
+        return self._index
+
+    def fit(self, sample: PixelSample) -> None:
+        """Match the model's bands to the pair's (``sample.bands``); the weights are not changed."""
+        self.select_bands(sample.bands)
+
+    # ------------------------------------------------------------------ inference
+
+    def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
+        if values.ndim != 4:
+            raise InputError(f"{self.name}: expects [B, C, H, W] arrays; got shape {values.shape}")
+        if self._index is not None:
+            if values.shape[1] <= max(self._index):
+                raise InputError(
+                    f"{self.name}: arrays have {values.shape[1]} band(s) but the band selection expects "
+                    f"at least {max(self._index) + 1}; call select_bands with these arrays' band names"
+                )
+            if self._index != tuple(range(values.shape[1])):
+                values = values[:, list(self._index)]
+        elif values.shape[1] != len(self.spec.bands):
+            raise InputError(
+                f"{self.name}: arrays have {values.shape[1]} band(s), the model takes {len(self.spec.bands)} "
+                f"({','.join(self.spec.bands)}); call fit(sample) or select_bands(pair_bands) first"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(self.device, non_blocking=True)
+        # NaN (no data) becomes the band mean, i.e. 0 after normalisation; those pixels are masked anyway.
+        return torch.nan_to_num((x - self._mean) / self._std, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _probability(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.spec.task == "binary":
+            return torch.sigmoid(logits[:, 0])
+        return 1.0 - torch.softmax(logits, dim=1)[:, 0]  # probability of any change class
+
+    def predict(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Change probability of a batch of windows.
+
+        Parameters
+        ----------
+        before, after : np.ndarray
+            float32 [B, C, H, W] in raw DN, the pair's bands (or the model's, see the class notes).
+
+        Returns
+        -------
+        np.ndarray
+            float32 [B, H, W] in [0, 1].
+        """
+        x, y = self._to_tensor(before), self._to_tensor(after)
+        flips: list[tuple[int, ...]] = [()]
+        if self.tta:
+            flips += [(-1,), (-2,), (-2, -1)]
+        n = x.shape[0]
+        with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            # All flipped views in one batch: one forward pass (eval mode, so samples stay independent).
+            xs = torch.cat([x.flip(d) if d else x for d in flips])
+            ys = torch.cat([y.flip(d) if d else y for d in flips])
+            prob = self._probability(self.model(xs, ys))
+            views = [prob[i * n : (i + 1) * n] for i in range(len(flips))]
+            total = sum(v.flip(d) if d else v for v, d in zip(views, flips, strict=True))
+            prob = (total / len(flips)).clamp_(0.0, 1.0)
+        return prob.float().cpu().numpy()
+
+    # ------------------------------------------------------------------ decisions and record
+
+    def auto_threshold(self, hist: Histogram) -> float:
+        """The threshold stored with the model (chosen on validation), whatever the scene."""
+        return float(self.spec.threshold)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": "learned",
+            "model": self.spec.name,
+            "kwargs": self.spec.kwargs,
+            "bands": list(self.spec.bands),
+            "mean": list(self.spec.mean),
+            "std": list(self.spec.std),
+            "threshold": float(self.spec.threshold),
+            "task": self.spec.task,
+            "source": self.source,
+            "tta": self.tta,
+            "device": str(self.device),
+            "amp": self.amp,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "data": self.spec.data,
+            "training": self.spec.training,
+        }
