@@ -141,6 +141,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_dataset(args: argparse.Namespace) -> int:
+    from deltacd.datasets import load_manifest, prepare_dataset
+
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        out = prepare_dataset(args.config, args.out, overwrite=args.overwrite, progress=lambda d, t: bars("chips", d, t))
+    finally:
+        bars.close()
+    manifest = load_manifest(out)
+    splits = ", ".join(f"{k} {v}" for k, v in manifest.splits.items())
+    print(f"dataset in {out}/: {splits} chips of {manifest.chip_size} px, bands {','.join(manifest.bands)} (manifest.json)")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from deltacd.methods import METHODS
 
@@ -199,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="deltacd-demo", help="output folder (default ./deltacd-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("prepare-dataset", help="build a training dataset from ground truth", description=(
+        "Cut chips from change ground truth (A/B/label chip folders, a GeoTIFF pair with change polygons or two "
+        "land-cover maps, xBD damage labels), split them by spatial blocks, and write A/, B/, label/, chips.csv and "
+        "manifest.json into OUT. CONFIG is a YAML file with the fields of deltacd.datasets.DatasetConfig "
+        "(example: examples/dataset_levir_dsifn.yaml)."))
+    p.add_argument("config", metavar="CONFIG", help="dataset YAML file")
+    p.add_argument("out", metavar="OUT", help="dataset folder to create")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=cmd_prepare_dataset)
 
     p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)

@@ -34,7 +34,7 @@ class DetectOptions:
     crs
         Output CRS (default: the first date's, or its UTM zone when geographic / sensor geometry).
     resolution
-        Output pixel size in CRS units (default: the coarser of the two dates).
+        Output pixel size in CRS units, one number or (x, y) (default: the coarser of the two dates).
     aoi
         Vector file of the area of interest; the grid is clipped to it and pixels outside are nodata.
     rpc_height, dem
@@ -63,7 +63,7 @@ class DetectOptions:
     bands_before: str | None = None
     bands_after: str | None = None
     crs: str | None = None
-    resolution: PositiveFloat | None = None
+    resolution: PositiveFloat | tuple[PositiveFloat, PositiveFloat] | None = None
     aoi: Path | None = None
     rpc_height: float | None = None
     dem: Path | None = None
@@ -75,7 +75,7 @@ class DetectOptions:
     tile_size: PositiveInt = 512
     overlap: NonNegativeInt | None = None
     batch_size: PositiveInt = 4
-    sample_pixels: PositiveInt = 1_000_000
+    sample_pixels: PositiveInt = 250_000
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

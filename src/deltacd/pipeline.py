@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
-from deltacd.engine.runner import predict_scene
+from deltacd.engine.runner import EngineStats, predict_scene
 from deltacd.errors import DeltacdError, OutputError
 from deltacd.io.grid import Grid
 from deltacd.io.rasters import open_image
@@ -228,11 +228,12 @@ def detect(
             grid = pair.grid
             hist = Histogram()
             valid_pixels = 0
+            engine = EngineStats()
             with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score:
                 with timings.stage("predict"):
                     for window, values in predict_scene(
                         pair, method, tile_size=opts.tile_size, overlap=opts.overlap, batch_size=opts.batch_size,
-                        progress=_stage(progress, "detect"),
+                        progress=_stage(progress, "detect"), stats=engine,
                     ):
                         score.write(window, values)
                         hist.update(values)
@@ -252,6 +253,8 @@ def detect(
                 write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
             shutil.rmtree(workdir)
             timings["total"] = round(time.perf_counter() - started, 3)
+            timings["method_inside_predict"] = round(engine.method_s, 3)
+            timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
             record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist)
             (staging / RUN_RECORD).write_text(json.dumps(record, indent=2, default=_json_default))
     return DetectResult(Path(out_dir), record)

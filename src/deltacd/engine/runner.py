@@ -10,6 +10,7 @@ thread (GDAL and numpy release the GIL), and tiles are predicted in batches.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,15 @@ from deltacd.methods.base import ChangeMethod
 from deltacd.prepare.align import AlignedPair, PairWindow
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EngineStats:
+    """Where the engine's time went: filled in by :func:`predict_scene` when given one."""
+
+    tiles: int = 0
+    method_s: float = 0.0  # inside method.predict
+    read_wait_s: float = 0.0  # waiting for the reader thread (reading not hidden behind compute)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ def predict_scene(
     overlap: int | None = None,
     batch_size: int = 4,
     progress: Progress | None = None,
+    stats: EngineStats | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Run ``method`` over the whole pair and yield the score in full-width strips.
 
@@ -88,7 +99,11 @@ def predict_scene(
         Rows of the common grid covered by the strip (full width), top to bottom.
     score : np.ndarray
         float32 [window.height, grid.width]; NaN where either date has no data.
+
+    ``stats``, when given, accumulates the tile count and the time spent in the method and
+    waiting for reads.
     """
+    stats = stats if stats is not None else EngineStats()
     grid_h, grid_w = pair.grid.shape
     layout = plan_tiles(pair.grid.shape, method, tile_size=tile_size, overlap=overlap)
     th, tw = layout.height, layout.width
@@ -131,11 +146,16 @@ def predict_scene(
             batch: list[tuple[int, PairWindow]] = []
             while pending and pending[0][0][0] == row and len(batch) < batch_size:
                 (_, c), future = pending.popleft()
+                waited = time.perf_counter()
                 batch.append((c, future.result()))
+                stats.read_wait_s += time.perf_counter() - waited
                 refill()
             before = np.stack([_pad(b.before, layout.padded) for _, b in batch])
             after = np.stack([_pad(b.after, layout.padded) for _, b in batch])
+            started = time.perf_counter()
             scores = method.predict(before, after)[:, :th, :tw]
+            stats.method_s += time.perf_counter() - started
+            stats.tiles += len(batch)
             for (c, block), score in zip(batch, scores, strict=True):
                 acc[:, c : c + tw] += score * weights
                 wsum[:, c : c + tw] += weights

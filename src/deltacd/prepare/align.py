@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
@@ -89,7 +90,7 @@ def common_grid(
     after: DateImage,
     *,
     crs: str | CRS | None = None,
-    resolution: float | None = None,
+    resolution: float | tuple[float, float] | None = None,
     aoi: PolygonMask | None = None,
 ) -> Grid:
     """The grid both dates are read on.
@@ -100,8 +101,9 @@ def common_grid(
         Output CRS; default: the first date's CRS when it is projected, otherwise the UTM zone of
         the scene centre (areas in m2 and a metric resolution need a projected grid).
     resolution
-        Pixel size in units of ``crs``; default: the coarser of the two dates' native resolutions
-        (the finest band of each date), so that neither date is invented at a finer scale.
+        Pixel size in units of ``crs`` (one number for square pixels, or (x, y)); default: the
+        coarser of the two dates' native resolutions (the finest band of each date), so that
+        neither date is invented at a finer scale.
     aoi
         Polygons (already in ``crs``) to clip the grid to.
 
@@ -117,9 +119,13 @@ def common_grid(
                 "(deltacd.prepare.orthorectify.orthorectify, done by deltacd.detect)"
             )
     target = target_crs(before, crs)
-    if resolution is not None and not resolution > 0:
-        raise InputError(f"resolution: must be a positive pixel size in CRS units; got {resolution}")
-    res = resolution or max(_date_resolution(before, target), _date_resolution(after, target))
+    if resolution is None:
+        xres = yres = max(_date_resolution(before, target), _date_resolution(after, target))
+    else:
+        xres, yres = (resolution, resolution) if np.isscalar(resolution) else tuple(resolution)
+        if not (xres > 0 and yres > 0):
+            raise InputError(f"resolution: must be a positive pixel size in CRS units; got {resolution}")
+    res = max(xres, yres)
 
     fb, fa = _date_footprint(before, target), _date_footprint(after, target)
     bounds = (max(fb[0], fa[0]), max(fb[1], fa[1]), min(fb[2], fa[2]), min(fb[3], fa[3]))
@@ -138,18 +144,20 @@ def common_grid(
             )
         bounds = clipped
 
-    # Keep the first date's pixel lattice when it is already on the target CRS and resolution,
-    # so date 1 is read without resampling; otherwise snap to multiples of the resolution.
+    # Keep the pixel lattice of a first-date file already on the target CRS and resolution, so
+    # date 1 is read without resampling; otherwise snap to multiples of the resolution.
     ox, oy = 0.0, 0.0
-    first = before.files[0]
-    if first.transform is not None and first.crs == target and math.isclose(abs(first.transform.a), res, rel_tol=1e-9):
-        ox, oy = first.transform.c, first.transform.f
-    left = ox + math.floor((bounds[0] - ox) / res + 1e-6) * res
-    top = oy + math.ceil((bounds[3] - oy) / res - 1e-6) * res
-    right = ox + math.ceil((bounds[2] - ox) / res - 1e-6) * res
-    bottom = oy + math.floor((bounds[1] - oy) / res + 1e-6) * res
+    for f in before.files:
+        t = f.transform
+        if f.crs == target and math.isclose(abs(t.a), xres, rel_tol=1e-9) and math.isclose(abs(t.e), yres, rel_tol=1e-9):
+            ox, oy = t.c, t.f
+            break
+    left = ox + math.floor((bounds[0] - ox) / xres + 1e-6) * xres
+    right = ox + math.ceil((bounds[2] - ox) / xres - 1e-6) * xres
+    top = oy + math.ceil((bounds[3] - oy) / yres - 1e-6) * yres
+    bottom = oy + math.floor((bounds[1] - oy) / yres + 1e-6) * yres
     # Pixels only partly covered by a footprint are masked later by the readers.
-    return Grid.from_bounds(target, (left, bottom, right, top), res)
+    return Grid(target, Affine(xres, 0.0, left, 0.0, -yres, top), round((right - left) / xres), round((top - bottom) / yres))
 
 
 def _fmt(b: Sequence[float]) -> str:
@@ -318,7 +326,7 @@ def align_pair(
     after: DateImage,
     *,
     crs: str | CRS | None = None,
-    resolution: float | None = None,
+    resolution: float | tuple[float, float] | None = None,
     aoi: str | Path | None = None,
 ) -> AlignedPair:
     """Both dates on one grid over their common footprint, with their common bands.

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from rasterio.windows import Window
-from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def _intensity(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         std = v.std() if v.size else 0.0
         if std > 0:
             out += np.where(valid, (band - v.mean()) / std, 0.0)
-    return out / len(values) * window("hann", out.shape)
+    return out / len(values) * np.outer(np.hanning(out.shape[0]), np.hanning(out.shape[1]))
 
 
 def _shift(pair, window_: Window, grid=None, *, upsample_factor: int, min_valid_fraction: float):

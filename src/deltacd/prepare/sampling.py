@@ -2,7 +2,7 @@
 
 Statistics that steer the whole run (normalisation, radiometric harmonisation, IR-MAD's
 transform) come from pixels spread over the whole scene, never from one tile: a seeded random
-set of windows is read, so the cost is bounded by ``max_pixels`` whatever the scene size.
+set of windows is read, so the cost is bounded whatever the scene size.
 """
 
 from __future__ import annotations
@@ -67,8 +67,14 @@ class PixelSample:
         return self.before.shape[1]
 
 
-def sample_pixels(pair, *, max_pixels: int = 1_000_000, window_size: int = 256, seed: int = 0) -> PixelSample:
-    """Draw up to ``max_pixels`` valid pixels from random windows of an aligned pair.
+def sample_pixels(
+    pair, *, max_pixels: int = 250_000, windows: int = 64, window_size: int = 256, seed: int = 0
+) -> PixelSample:
+    """Draw up to ``max_pixels`` valid pixels spread over the whole scene.
+
+    ``windows`` windows of ``window_size`` pixels are chosen at random over the scene (all of
+    them for a small scene) and the same number of valid pixels is drawn at random in each, so
+    the sample covers the scene rather than a few places, at a bounded reading cost.
 
     Parameters
     ----------
@@ -76,10 +82,10 @@ def sample_pixels(pair, *, max_pixels: int = 1_000_000, window_size: int = 256, 
         The pair to sample (its current harmonisation and shift apply).
     max_pixels
         Upper bound on the number of pixels returned.
-    window_size
-        Side of the windows read, in pixels.
+    windows, window_size
+        How many windows are read, and their side in pixels.
     seed
-        Seed of the window choice, for repeatable runs.
+        Seed of the random choices, for repeatable runs.
 
     Raises
     ------
@@ -90,24 +96,19 @@ def sample_pixels(pair, *, max_pixels: int = 1_000_000, window_size: int = 256, 
     rows = math.ceil(grid.height / window_size)
     cols = math.ceil(grid.width / window_size)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(rows * cols)
-    wanted = max(1, math.ceil(max_pixels / window_size**2))
-    before, after, taken = [], [], 0
-    for index in order:
+    chosen = rng.permutation(rows * cols)[:windows]
+    per_window = math.ceil(max_pixels / len(chosen))
+    before, after = [], []
+    for index in np.sort(chosen):  # row order reads strip-organised files sequentially
         r, c = divmod(int(index), cols)
         window = Window(c * window_size, r * window_size, window_size, window_size).intersection(grid.full_window)
         block = pair.read(window)
-        if not block.valid.any():
+        valid = np.flatnonzero(block.valid)
+        if valid.size == 0:
             continue
-        before.append(block.before[:, block.valid])
-        after.append(block.after[:, block.valid])
-        taken += 1
-        if taken >= wanted:
-            break
+        take = rng.choice(valid, min(per_window, valid.size), replace=False)
+        before.append(block.before.reshape(len(pair.bands), -1)[:, take])
+        after.append(block.after.reshape(len(pair.bands), -1)[:, take])
     if not before:
         raise InputError("no pixel is valid at both dates over the overlap (nodata or masks everywhere); check the inputs' nodata and the AOI")
-    b, a = np.concatenate(before, axis=1), np.concatenate(after, axis=1)
-    if b.shape[1] > max_pixels:
-        keep = rng.choice(b.shape[1], max_pixels, replace=False)
-        b, a = b[:, keep], a[:, keep]
-    return PixelSample(pair.bands, b, a)
+    return PixelSample(pair.bands, np.concatenate(before, axis=1), np.concatenate(after, axis=1))
