@@ -103,3 +103,18 @@ def test_grid_mismatch_names_both_rasters():
     b = Grid(CRS.from_epsg(2154), Affine(0.3, 0, 0, 0, -0.3, 0), 10, 10)
     with pytest.raises(InputError, match="prediction.tif .* and reference.tif .* are on different grids"):
         a.check_same(b, names=("prediction.tif", "reference.tif"))
+
+
+def test_jpeg2000_input_reads_like_geotiff(tmp_path):
+    import rasterio
+    import rasterio.shutil
+
+    from conftest import textured_scene
+
+    tif = write_geotiff(tmp_path / "scene.tif", textured_scene((64, 64), bands=4))
+    jp2 = tmp_path / "scene.jp2"
+    rasterio.shutil.copy(tif, jp2, driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES")
+    image = open_image(jp2, bands="B,G,R,N")
+    assert image.crs == CRS.from_epsg(2154) and image.names == ("B", "G", "R", "N")
+    with rasterio.open(jp2) as a, rasterio.open(tif) as b:
+        np.testing.assert_array_equal(a.read(), b.read())  # lossless

@@ -155,6 +155,18 @@ def cmd_prepare_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from deltacd.train import train
+
+    result = train(args.config, overwrite=args.overwrite, progress=not args.quiet)
+    test = result.test_scores or {}
+    print(f"model in {result.checkpoint} ({result.model}); best validation F1 {result.best_val_f1:.3f} at threshold "
+          f"{result.threshold:.3f}; {result.epochs} epochs in {result.minutes:.1f} min")
+    if test:
+        print("test: " + ", ".join(f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, float)))
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from deltacd.methods import METHODS
 
@@ -223,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="dataset folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=cmd_prepare_dataset)
+
+    p = sub.add_parser("train", help="train a change-detection network", description=(
+        "Train a network on a dataset folder from prepare-dataset and write OUT/model.safetensors, a self-describing "
+        "checkpoint for `deltacd detect --model`. CONFIG is a YAML file with the fields of deltacd.train.TrainConfig "
+        "(example: examples/train_small.yaml)."))
+    p.add_argument("config", metavar="CONFIG", help="training YAML file")
+    p.add_argument("--overwrite", action="store_true", help="replace the run folder named in the config")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)

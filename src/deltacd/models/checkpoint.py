@@ -14,6 +14,7 @@ Checkpoints made by other code load when the architecture is named, ``ARCH:PATH`
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec) -> Path
     tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"deltacd": spec.to_json()})
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)  # safetensors writes 0600 whatever the umask; models are meant to be shared
     tmp.replace(path)
     return path
 

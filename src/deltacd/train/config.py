@@ -1,0 +1,320 @@
+"""Training settings: one validated dataclass that serves the Python API, the CLI and YAML files.
+
+A training run is described by a :class:`TrainConfig`; ``deltacd train CONFIG.yaml`` reads the
+YAML file with :func:`load_train_config`, whose keys are exactly the dataclass fields. A typo in
+a key, a value of the wrong type or an unknown model name is a one-line
+:class:`~deltacd.errors.InputError` naming the setting; a dataset folder or checkpoint that does
+not exist is a :class:`~deltacd.errors.MissingInputError`. Nothing is written while validating.
+
+Relative paths (``dataset``, ``init_from``, ``out``) are relative to the current directory.
+
+Example (``examples/train_small.yaml``)::
+
+    dataset: out/datasets/levir_dsifn
+    model: {name: fc-siam-diff}
+    loss: {kind: bce_dice, pos_weight: auto}
+    epochs: 5
+    out: out/runs/fc-siam-diff_small
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic.dataclasses import dataclass
+
+from deltacd.config import build_options
+from deltacd.errors import InputError, MissingInputError
+
+if TYPE_CHECKING:
+    from deltacd.datasets.manifest import DatasetManifest
+
+__all__ = [
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "load_train_config",
+    "read_manifest",
+]
+
+_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+#: Prefix of the authors' raw TinyCD state dicts in ``init_from`` (``"tinycd:PATH"``).
+TINYCD_PREFIX = "tinycd:"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    """The network to train.
+
+    Attributes
+    ----------
+    name
+        A registered model (``deltacd.models.registry.MODELS``): ``fc-siam-diff``, ``tinycd``, ...
+    kwargs
+        Constructor arguments. ``in_channels`` defaults to the dataset's band count and
+        ``num_classes`` (where the model has it) to 1, binary change.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from deltacd.models.registry import MODELS
+
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; available models: {', '.join(sorted(MODELS))}")
+        return value
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LossConfig:
+    """The loss, chosen for rare change (changed pixels are often 1-10 % of a chip).
+
+    Attributes
+    ----------
+    kind
+        ``"bce_dice"``: binary cross-entropy + ``dice_weight`` x Dice (default; Dice is insensitive
+        to the class ratio); ``"focal"``: focal loss (Lin et al. 2017, arXiv:1708.02002);
+        ``"bce"``: binary cross-entropy alone.
+    pos_weight
+        Weight of changed pixels relative to unchanged ones in the cross-entropy (``"auto"``:
+        unchanged / changed pixels of the training split, from the manifest's class balance).
+        For ``"focal"`` it sets the class weight ``alpha = pos_weight / (1 + pos_weight)``.
+    dice_weight
+        Weight of the Dice term in ``"bce_dice"``.
+    gamma
+        Focusing exponent of the focal loss (0 turns it into weighted cross-entropy).
+    """
+
+    kind: Literal["bce_dice", "focal", "bce"] = "bce_dice"
+    pos_weight: float | str = 1.0
+    dice_weight: NonNegativeFloat = 1.0
+    gamma: NonNegativeFloat = 2.0
+
+    @field_validator("pos_weight", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, value: Any) -> float | str:
+        if value == "auto":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
+            raise ValueError("expected a positive number or 'auto'")
+        return number
+
+
+@dataclass(frozen=True, config=_STRICT)
+class OptimizerConfig:
+    """AdamW with a linear warm-up then cosine decay of the learning rate.
+
+    Attributes
+    ----------
+    lr
+        Peak learning rate, reached at the end of the warm-up.
+    weight_decay
+        Decoupled weight decay of AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101).
+    warmup_epochs
+        Epochs of linear warm-up from ``lr / 100``; then cosine decay to ``min_lr_ratio * lr`` at
+        the last epoch.
+    min_lr_ratio
+        Final learning rate as a fraction of ``lr``.
+    interval
+        ``"step"`` updates the learning rate after every batch (smooth, the default), ``"epoch"``
+        after every epoch.
+    """
+
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-2
+    warmup_epochs: NonNegativeInt = 1
+    min_lr_ratio: NonNegativeFloat = 0.01
+    interval: Literal["step", "epoch"] = "step"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainConfig:
+    """Everything :func:`deltacd.train.train` can be told.
+
+    Attributes
+    ----------
+    dataset
+        Folder written by ``deltacd prepare-dataset`` (``manifest.json``, ``chips.csv``, ``A/``,
+        ``B/``, ``label/``).
+    model
+        :class:`ModelConfig`, e.g. ``{"name": "fc-siam-diff"}``.
+    out
+        Output folder of the run (must not exist unless overwriting).
+    init_from
+        Start from these weights (fine-tuning): a deltacd ``.safetensors`` checkpoint of the same
+        architecture, or ``"tinycd:PATH"`` for the authors' raw TinyCD state dict (its 3 RGB
+        bands are adapted to the dataset's band count).
+    loss, optimizer
+        :class:`LossConfig`, :class:`OptimizerConfig`.
+    epochs
+        Maximum number of epochs.
+    batch_size
+        Chips per batch (per device).
+    early_stopping_patience
+        Stop after this many epochs without a better validation F1 (``None``: never).
+    seed
+        Seed of every random choice (initialisation, shuffling, augmentation, chip subset).
+    precision
+        ``"32"``, ``"16-mixed"`` (GPU) or ``"bf16-mixed"``.
+    accelerator, devices
+        Passed to the Lightning Trainer: ``"auto"`` uses a GPU when one is present; ``devices``
+        is a count, a list of GPU indices or ``"auto"`` (several GPUs train with DDP).
+    num_workers
+        Data-loading processes.
+    num_threads
+        CPU threads of torch (default: torch's own choice).
+    augment
+        Options of ``deltacd.datasets.augment.AugmentConfig`` (``{}``: its defaults; ``None``: no
+        augmentation). Augmentation is applied to training batches only.
+    max_train_chips
+        Use only this many training chips (the first after a seeded shuffle), for few-label
+        experiments.
+    freeze_encoder
+        Do not train the encoder (parameters named ``encoder.*``, ``backbone.*``, ``_backbone.*``).
+    """
+
+    dataset: Path
+    model: ModelConfig
+    out: Path
+    init_from: str | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 8
+    early_stopping_patience: PositiveInt | None = 10
+    seed: int = 0
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: PositiveInt | list[NonNegativeInt] | Literal["auto"] = 1
+    num_workers: NonNegativeInt = 2
+    num_threads: PositiveInt | None = None
+    augment: dict[str, Any] | None = field(default_factory=dict)
+    max_train_chips: PositiveInt | None = None
+    freeze_encoder: bool = False
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as an integer; Lightning's own spelling is the string.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready values (paths as strings)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+def read_manifest(dataset: str | Path) -> DatasetManifest:
+    """The manifest of a dataset folder (:func:`deltacd.datasets.manifest.load_manifest`), checked for training.
+
+    Raises
+    ------
+    MissingInputError
+        The folder or its manifest does not exist.
+    InputError
+        The manifest is unreadable, of another format, or its labels are not binary change.
+    """
+    from deltacd.datasets.manifest import load_manifest
+
+    root = Path(dataset)
+    if not root.is_dir():
+        raise MissingInputError(f"dataset: folder {root} does not exist; make one with `deltacd prepare-dataset` or fix the path")
+    try:
+        manifest = load_manifest(root)
+    except (MissingInputError, InputError) as exc:
+        raise type(exc)(f"dataset: {exc}") from None
+    if manifest.label_kind != "binary":
+        raise InputError(
+            f"dataset: {root} has label_kind {manifest.label_kind!r}; deltacd train handles binary change labels only"
+        )
+    return manifest
+
+
+def parse_init_from(value: str) -> tuple[Literal["deltacd", "tinycd"], Path]:
+    """Split ``init_from`` into its kind and path: ``"tinycd:PATH"`` or a deltacd checkpoint path."""
+    if value.startswith(TINYCD_PREFIX):
+        return "tinycd", Path(value[len(TINYCD_PREFIX) :])
+    return "deltacd", Path(value)
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Check what validation of the values alone cannot: files exist, the dataset is readable.
+
+    Raises :class:`MissingInputError` / :class:`InputError` (one line, naming the setting).
+    """
+    bands = read_manifest(config.dataset).bands
+    in_channels = config.model.kwargs.get("in_channels")
+    if in_channels is not None and in_channels != len(bands):
+        raise InputError(
+            f"model.kwargs.in_channels: got {in_channels!r} but the dataset has {len(bands)} bands ({', '.join(bands)}); "
+            "leave in_channels out, it follows the dataset"
+        )
+    if config.init_from is not None:
+        kind, path = parse_init_from(config.init_from)
+        if not path.is_file():
+            raise MissingInputError(f"init_from: {path} does not exist; give a deltacd .safetensors model or tinycd:PATH")
+        if kind == "tinycd" and config.model.name != "tinycd":
+            raise InputError(
+                f"init_from: {config.init_from!r} holds TinyCD weights but model.name is {config.model.name!r}; set model.name: tinycd"
+            )
+    if config.augment is not None:
+        from deltacd.datasets.augment import AugmentConfig
+
+        build_options(AugmentConfig, dict(config.augment), source="augment")
+    num_classes = config.model.kwargs.get("num_classes")
+    if num_classes not in (None, 1):
+        raise InputError(f"model.kwargs.num_classes: got {num_classes!r}; binary change training needs 1 (or leave it out)")
+    return config
+
+
+def load_train_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfig:
+    """Validate a training configuration from a YAML file, a dict or a :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    source
+        Path of a YAML file whose keys are :class:`TrainConfig` fields, or those values as a dict.
+
+    Returns
+    -------
+    TrainConfig
+
+    Raises
+    ------
+    InputError
+        Unknown key, wrong value, unknown model (the message names the setting and lists the
+        accepted values), unreadable YAML or manifest.
+    MissingInputError
+        The YAML file, the dataset folder or ``init_from`` does not exist.
+    """
+    if isinstance(source, TrainConfig):
+        return check_config(source)
+    where = "train config"
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise MissingInputError(f"{path}: no such training config file; check the path")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        where = str(path)
+    else:
+        values = source
+    if not isinstance(values, dict):
+        raise InputError(f"{where}: expected a mapping of settings (key: value); got {type(values).__name__}")
+    return check_config(build_options(TrainConfig, values, source=where))

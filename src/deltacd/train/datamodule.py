@@ -1,0 +1,125 @@
+"""The Lightning data module over a ``deltacd prepare-dataset`` folder (train / val / test chips).
+
+Chips are read by :class:`deltacd.datasets.torch_dataset.ChangeChipDataset` as raw digital
+numbers; normalisation and augmentation happen in the task, on the device. Everything random
+(order of training chips, the few-label subset) follows ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from deltacd.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ChangeDataModule", "subset_indices"]
+
+
+def subset_indices(n: int, keep: int | None, *, seed: int) -> list[int]:
+    """Indices of the chips kept for training: all, or the first ``keep`` of a seeded shuffle.
+
+    The shuffle is of the chips in ``chips.csv`` order, so the same ``seed`` and ``keep`` pick the
+    same chips on every machine; a larger ``keep`` adds chips to a smaller one's (nested subsets).
+    """
+    if keep is None or keep >= n:
+        return list(range(n))
+    return np.random.default_rng(seed).permutation(n)[:keep].tolist()
+
+
+class ChangeDataModule(L.LightningDataModule):
+    """Train / val / test loaders of a dataset folder.
+
+    Parameters
+    ----------
+    root
+        Dataset folder (``manifest.json``, ``chips.csv``, ``A/``, ``B/``, ``label/``).
+    batch_size
+        Chips per batch.
+    num_workers
+        Loader processes (0: load in the main process).
+    seed
+        Seeds the training order and the ``max_train_chips`` subset.
+    max_train_chips
+        Keep only this many training chips (see :func:`subset_indices`).
+
+    Each batch is a dict: ``"before"``, ``"after"`` float32 ``[B, C, H, W]`` (raw DN),
+    ``"label"`` int64 ``[B, H, W]``, ``"id"`` list of chip ids.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        seed: int = 0,
+        max_train_chips: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.max_train_chips = max_train_chips
+        self.datasets: dict[str, Dataset] = {}
+
+    def dataset(self, split: str) -> Dataset:
+        """The chips of ``split`` (``"train"`` is the ``max_train_chips`` subset), built once."""
+        if split not in self.datasets:
+            from deltacd.datasets.torch_dataset import ChangeChipDataset
+
+            ds: Dataset = ChangeChipDataset(self.root, split)
+            if split == "train":
+                ds = Subset(ds, subset_indices(len(ds), self.max_train_chips, seed=self.seed))
+            self.datasets[split] = ds
+        return self.datasets[split]
+
+    def sizes(self) -> dict[str, int]:
+        """Chips per split as used (train after ``max_train_chips``)."""
+        return {split: len(self.dataset(split)) for split in ("train", "val", "test")}
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None):
+            for split in ("train", "val"):
+                if len(self.dataset(split)) == 0:
+                    raise InputError(
+                        f"dataset: {self.root} has no {split} chips; re-run `deltacd prepare-dataset` with a {split} split"
+                    )
+        if stage in ("validate", None):
+            self.dataset("val")
+        if stage in ("test", None):
+            self.dataset("test")
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        options: dict[str, Any] = {}
+        if shuffle:
+            options["generator"] = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **options,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,379 @@
+"""The Lightning task that trains a registered change-detection network on binary change chips.
+
+:class:`ChangeDetectionTask` is split like torchgeo's trainers (``torchgeo/trainers/change.py``):
+``configure_model()`` builds the network from the registry (and loads the weights to fine-tune
+from), ``configure_losses()`` the loss, ``configure_metrics()`` one ``MetricCollection`` cloned
+per stage (``train_``, ``val_``, ``test_``), and one ``_shared_step(batch, batch_idx, stage)``
+serves training, validation and test.
+
+Data flow of a step
+-------------------
+``batch["before"]``, ``batch["after"]``: float32 ``[B, C, H, W]`` in raw digital numbers, bands in
+the dataset manifest's order; ``batch["label"]``: int64 ``[B, H, W]``, 0 / 1 / ``ignore_index``.
+
+1. normalise per band with the manifest's mean / std (registered buffers, so they move with the
+   module to the GPU and are saved with it): ``x = (dn - mean) / std``;
+2. training only: augmentation (``deltacd.datasets.augment.PairAugmentation``) on the normalised
+   batch, on the device;
+3. ``logits = model(before, after)`` ``[B, 1, H, W]``; loss; ``sigmoid`` -> probabilities
+   ``[B, H, W]`` for the metrics.
+
+Decision threshold
+------------------
+During validation the probabilities of changed and unchanged labelled pixels are accumulated
+in a :class:`deltacd.evaluate.metrics.ScoreHistogram` (bins of 0.001); at the end of each
+validation epoch the threshold with the best F1 is chosen (never 0, which would call every pixel
+changed) and logged as ``val_threshold`` with its F1 ``val_f1_best`` (the score that checkpoints
+and early stopping follow). The threshold is a buffer, so a Lightning checkpoint carries the one
+of its epoch; test metrics use it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim import AdamW, Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex, BinaryPrecision, BinaryRecall
+
+from deltacd.errors import InputError
+from deltacd.evaluate.metrics import ScoreHistogram
+from deltacd.train.losses import build_loss
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ENCODER_PREFIXES", "ChangeDetectionTask", "warmup_cosine_schedule"]
+
+#: Parameter-name prefixes of the encoder of each registered family (fc-*, siamese-unet: ``encoder``;
+#: bit: ``backbone``; tinycd: ``_backbone``), frozen by ``freeze_encoder``.
+ENCODER_PREFIXES = ("encoder.", "backbone.", "_backbone.")
+
+#: Learning rate at the start of the warm-up, as a fraction of the peak (LinearLR needs > 0).
+WARMUP_START_FACTOR = 0.01
+
+Stage = Literal["train", "val", "test"]
+
+
+def warmup_cosine_schedule(
+    optimizer: Optimizer, *, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.01
+) -> LRScheduler:
+    """Linear warm-up from ``lr / 100`` to ``lr`` over ``warmup_steps``, then cosine decay to
+    ``min_lr_ratio * lr`` at ``total_steps`` (Loshchilov & Hutter 2017, arXiv:1608.03983).
+
+    Built from ``torch.optim.lr_scheduler`` (``LinearLR`` then ``CosineAnnealingLR`` chained by
+    ``SequentialLR``). A "step" is one ``scheduler.step()`` call: a batch or an epoch, as the caller
+    steps it. ``warmup_steps`` is capped at ``total_steps - 1``; 0 gives cosine decay only.
+    """
+    total_steps = max(1, int(total_steps))
+    warmup_steps = max(0, min(int(warmup_steps), total_steps - 1))
+    base = optimizer.param_groups[0]["lr"]
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=base * min_lr_ratio)
+    if warmup_steps == 0:
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
+
+def _build_augmentation(options: dict[str, Any] | None, *, ignore_index: int) -> nn.Module | None:
+    """``deltacd.datasets.augment.PairAugmentation`` from AugmentConfig options (None: no augmentation).
+
+    Its random draws follow torch's global generator, which ``lightning.seed_everything`` seeds.
+    """
+    if options is None:
+        return None
+    from deltacd.config import build_options
+    from deltacd.datasets.augment import AugmentConfig, PairAugmentation
+
+    config = build_options(AugmentConfig, dict(options), source="augment")
+    return PairAugmentation(config, symmetric_target=True, ignore_index=ignore_index)
+
+
+class ChangeDetectionTask(L.LightningModule):
+    """Train a registry model for binary change on normalised before/after chips.
+
+    Parameters
+    ----------
+    model
+        Registry name (``deltacd.models.registry.MODELS``).
+    model_kwargs
+        Constructor arguments; ``in_channels`` is set to ``len(bands)`` and ``num_classes`` to 1.
+    bands, mean, std
+        Band names in the order of the batches, and the normalisation per band in raw digital
+        numbers (from the dataset manifest).
+    loss, pos_weight, dice_weight, gamma
+        See :func:`deltacd.train.losses.build_loss`; ``pos_weight`` must already be a number.
+    lr, weight_decay, warmup_epochs, min_lr_ratio, lr_interval
+        AdamW and :func:`warmup_cosine_schedule`, stepped per batch (``"step"``) or per epoch.
+    init_from
+        Weights to start from: a deltacd ``.safetensors`` checkpoint of the same architecture
+        (its ``kwargs`` are the defaults of ``model_kwargs``), or ``"tinycd:PATH"`` (the authors'
+        raw TinyCD state dict, RGB kernels adapted to the band count).
+    freeze_encoder
+        Freeze the parameters whose names start with one of :data:`ENCODER_PREFIXES`.
+        BatchNorm statistics of a frozen encoder still follow the data (kept simple on purpose).
+    augment
+        ``AugmentConfig`` options for training batches (None: no augmentation).
+    ignore_index
+        Label value of unlabelled pixels: out of the loss, the metrics and the histogram.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        model_kwargs: dict[str, Any] | None = None,
+        bands: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        loss: Literal["bce_dice", "focal", "bce"] = "bce_dice",
+        pos_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        gamma: float = 2.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup_epochs: int = 1,
+        min_lr_ratio: float = 0.01,
+        lr_interval: Literal["step", "epoch"] = "step",
+        init_from: str | None = None,
+        freeze_encoder: bool = False,
+        augment: dict[str, Any] | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if not (len(bands) == len(mean) == len(std)) or not bands:
+            raise InputError(f"task: {len(bands)} bands, {len(mean)} means, {len(std)} stds; give one mean and std per band")
+        self.save_hyperparameters()
+        self.bands = tuple(bands)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("threshold", torch.tensor(0.5))
+        self.model: nn.Module | None = None
+        self.model_kwargs: dict[str, Any] = {}
+        self.configure_model()
+        self.configure_losses()
+        self.configure_metrics()
+        self.augment = _build_augmentation(augment, ignore_index=ignore_index)
+        self._val_hist: ScoreHistogram | None = None
+        #: F1 at the chosen threshold on the last validation epoch (NaN when undefined).
+        self.val_f1_best = math.nan
+
+    # -- configuration --------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Build the network (once: Lightning calls this hook again at each stage)."""
+        if self.model is not None:
+            return
+        from deltacd.models.registry import MODELS, build_model
+
+        hp = self.hparams
+        kwargs = dict(hp.model_kwargs or {})
+        state: dict[str, Tensor] | None = None
+        if hp.init_from:
+            start_kwargs, state = self._initial_weights(hp.init_from, hp.model)
+            kwargs = {**start_kwargs, **kwargs}
+        kwargs["in_channels"] = len(self.bands)
+        if hp.model not in MODELS:
+            raise InputError(f"unknown model {hp.model!r}; available models: {', '.join(sorted(MODELS))}")
+        if "num_classes" in inspect.signature(MODELS[hp.model].__init__).parameters:
+            kwargs["num_classes"] = 1
+        self.model = build_model(hp.model, **kwargs)
+        self.model_kwargs = kwargs
+        if state is not None:
+            try:
+                self.model.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                detail = " ".join(str(exc).split())[:200]
+                raise InputError(
+                    f"init_from: {hp.init_from}: weights do not fit a {hp.model} with {kwargs} ({detail}); "
+                    "use the checkpoint's model kwargs"
+                ) from exc
+            log.info("initialised %s from %s", hp.model, hp.init_from)
+        if hp.freeze_encoder:
+            frozen = 0
+            for name, parameter in self.model.named_parameters():
+                if name.startswith(ENCODER_PREFIXES):
+                    parameter.requires_grad_(False)
+                    frozen += 1
+            if frozen == 0:
+                raise InputError(
+                    f"freeze_encoder: model {hp.model!r} has no parameters named {', '.join(ENCODER_PREFIXES)}*; set it to false"
+                )
+
+    def _initial_weights(self, init_from: str, name: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Constructor kwargs and state dict to start from, with the first layer adapted to the bands."""
+        from deltacd.train.config import parse_init_from
+
+        kind, path = parse_init_from(init_from)
+        n_bands = len(self.bands)
+        if kind == "tinycd":
+            from deltacd.models.tinycd import adapt_first_conv, load_tinycd_checkpoint
+
+            if name != "tinycd":
+                raise InputError(f"init_from: {init_from!r} holds TinyCD weights but the model is {name!r}; set model.name: tinycd")
+            tiny = load_tinycd_checkpoint(path)
+            state = tiny.state_dict()
+            if tiny.in_channels != n_bands:
+                state = adapt_first_conv(state, n_bands)
+            return {}, state
+
+        from deltacd.models.checkpoint import load_checkpoint
+
+        loaded, spec = load_checkpoint(path)
+        if spec.name != name:
+            raise InputError(f"init_from: {path} is a {spec.name!r} model but model.name is {name!r}; set model.name: {spec.name}")
+        state = loaded.state_dict()
+        if len(spec.bands) != n_bands:
+            if name == "tinycd" and len(spec.bands) == 3:
+                from deltacd.models.tinycd import adapt_first_conv
+
+                state = adapt_first_conv(state, n_bands)
+            else:
+                raise InputError(
+                    f"init_from: {path} takes {len(spec.bands)} bands ({', '.join(spec.bands)}) but the dataset has "
+                    f"{n_bands} ({', '.join(self.bands)}); fine-tune on a dataset with the same bands"
+                )
+        elif tuple(spec.bands) != self.bands:
+            log.warning("init_from: %s was trained on bands %s, the dataset has %s", path, spec.bands, self.bands)
+        kwargs = {k: v for k, v in spec.kwargs.items() if k not in ("in_channels", "num_classes")}
+        return kwargs, state
+
+    def configure_losses(self) -> None:
+        """The loss of ``hparams.loss`` (see :mod:`deltacd.train.losses`)."""
+        hp = self.hparams
+        self.criterion = build_loss(
+            hp.loss, pos_weight=float(hp.pos_weight), dice_weight=hp.dice_weight, gamma=hp.gamma, ignore_index=hp.ignore_index
+        )
+
+    def _metric_collection(self, threshold: float = 0.5) -> MetricCollection:
+        kw = {"threshold": threshold, "ignore_index": self.hparams.ignore_index}
+        return MetricCollection(
+            {
+                "f1": BinaryF1Score(**kw),
+                "precision": BinaryPrecision(**kw),
+                "recall": BinaryRecall(**kw),
+                "iou": BinaryJaccardIndex(**kw),
+            }
+        )
+
+    def configure_metrics(self) -> None:
+        """F1, precision, recall, IoU of the change class (threshold 0.5; test: the validation threshold)."""
+        metrics = self._metric_collection()
+        self.train_metrics = metrics.clone(prefix="train_")
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW on the trainable parameters, with :func:`warmup_cosine_schedule`."""
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        max_epochs = max(1, int(self.trainer.max_epochs or 1))
+        if hp.lr_interval == "step":
+            total = int(self.trainer.estimated_stepping_batches)
+            warmup = hp.warmup_epochs * max(1, total // max_epochs)
+        else:
+            total, warmup = max_epochs, hp.warmup_epochs
+        scheduler = warmup_cosine_schedule(optimizer, warmup_steps=warmup, total_steps=total, min_lr_ratio=hp.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": hp.lr_interval}}
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def normalise(self, dn: Tensor) -> Tensor:
+        """Raw digital numbers ``[B, C, H, W]`` -> normalised float32 ``(dn - mean) / std``."""
+        if dn.ndim != 4 or dn.shape[1] != self.mean.shape[1]:
+            raise InputError(
+                f"task: got a batch of shape {tuple(dn.shape)}, expected [B, {self.mean.shape[1]}, H, W] "
+                f"with bands {', '.join(self.bands)}"
+            )
+        return (dn.float() - self.mean) / self.std
+
+    def forward(self, before: Tensor, after: Tensor) -> Tensor:
+        """Change logits ``[B, 1, H, W]`` for raw-DN images ``[B, C, H, W]`` (normalised here)."""
+        return self.model(self.normalise(before), self.normalise(after))
+
+    def _shared_step(self, batch: dict[str, Any], batch_idx: int, stage: Stage) -> Tensor:
+        before, after = self.normalise(batch["before"]), self.normalise(batch["after"])
+        label = batch["label"].long()
+        if stage == "train" and self.augment is not None:
+            before, after, label = self.augment(before, after, label)
+        logits = self.model(before, after)
+        loss = self.criterion(logits, label)
+        prob = torch.sigmoid(logits[:, 0].float())
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(prob, label)
+        n = label.shape[0]
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, batch_size=n, sync_dist=stage != "train")
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
+        if stage == "val" and self._val_hist is not None:
+            self._val_hist.update(prob.detach().cpu().numpy(), label.cpu().numpy())
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Change probability ``[B, H, W]`` (float32 in 0..1) of a batch of raw-DN chips."""
+        return torch.sigmoid(self(batch["before"], batch["after"])[:, 0].float())
+
+    # -- validation threshold --------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_hist = ScoreHistogram(ignore_value=self.hparams.ignore_index)
+
+    def on_validation_epoch_end(self) -> None:
+        hist = self._val_hist
+        self._val_hist = None
+        if hist is None:
+            return
+        if self.trainer.world_size > 1:
+            # every device saw its own share of the validation chips: add the counts
+            for name in ("pos_hist", "neg_hist"):
+                counts = torch.as_tensor(getattr(hist, name), device=self.device)
+                setattr(hist, name, self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy().astype(np.int64))
+        threshold, f1 = self.best_threshold(hist)
+        if self.trainer.sanity_checking:
+            return
+        if math.isnan(f1):
+            log.warning("validation has no changed pixel and none was predicted: F1 undefined, threshold kept at %.3f",
+                        float(self.threshold))
+        else:
+            self.threshold.fill_(threshold)
+        self.val_f1_best = f1
+        # NaN would stop early stopping (check_finite); an undefined F1 ranks as 0
+        # identical on every device (the counts were summed); sync_dist only keeps DDP quiet
+        self.log("val_f1_best", 0.0 if math.isnan(f1) else f1, sync_dist=True)
+        self.log("val_threshold", float(self.threshold), sync_dist=True)
+
+    @staticmethod
+    def best_threshold(hist: ScoreHistogram) -> tuple[float, float]:
+        """F1-best threshold of a validation histogram and its F1, excluding threshold 0.
+
+        Threshold 0 (the first edge) calls every pixel changed: it can win on a model that has
+        not learnt anything yet, and is useless as a decision rule. ``(nan, nan)`` when F1 is
+        undefined at every other threshold.
+        """
+        curve = hist.pr_curve()
+        f1 = curve.f1[1:]
+        if np.isnan(f1).all():
+            return math.nan, math.nan
+        i = int(np.nanargmax(f1))
+        return float(curve.thresholds[1:][i]), float(f1[i])
+
+    def on_test_start(self) -> None:
+        # test metrics at the validation-chosen threshold
+        self.test_metrics = self._metric_collection(float(self.threshold)).clone(prefix="test_").to(self.device)
