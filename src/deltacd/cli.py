@@ -63,7 +63,7 @@ def _detect_options(args: argparse.Namespace) -> dict:
     """DetectOptions fields from a --config file, overridden by the flags given on the command line."""
     options = _load_config(args.config)
     flags = {
-        "method": args.method, "bands_before": args.bands_before, "bands_after": args.bands_after, "crs": args.crs,
+        "method": args.method, "model": args.model, "tta": args.tta or None, "device": args.device, "bands_before": args.bands_before, "bands_after": args.bands_after, "crs": args.crs,
         "resolution": args.resolution, "aoi": args.aoi, "rpc_height": args.rpc_height, "dem": args.dem,
         "harmonise": args.harmonise, "coregistration": args.coregistration, "threshold": args.threshold,
         "min_area_m2": args.min_area, "morphology_radius_px": args.morphology, "tile_size": args.tile_size,
@@ -178,6 +178,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method")
     g.add_argument("--method", help="change method: cva (default) or irmad; see `deltacd methods`")
+    g.add_argument("--model", help="trained network: MODEL.safetensors, or ARCH:PATH for another code's checkpoint (tinycd:levir_best.pth)")
+    g.add_argument("--tta", action="store_true", help="flip test-time augmentation for --model")
+    g.add_argument("--device", help="auto (default: GPU when present), cpu, cuda, cuda:N")
     g.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option, repeatable (e.g. chi2_quantile=0.999)")
     g.add_argument("--threshold", type=_threshold, help="'auto' (default: Otsu for cva, chi-square quantile for irmad) or a score value")
     g = p.add_argument_group("inputs and grid")
@@ -189,7 +192,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rpc-height", type=float, help="constant terrain height (m) to orthorectify RPC images")
     g.add_argument("--dem", help="DEM raster to orthorectify RPC images (heights above the ellipsoid)")
     g = p.add_argument_group("preparation")
-    g.add_argument("--harmonise", choices=["pif", "histogram", "none"], help="radiometric normalisation of AFTER onto BEFORE (default pif)")
+    g.add_argument("--harmonise", choices=["auto", "pif", "histogram", "none"],
+                   help="radiometric normalisation of AFTER onto BEFORE (default auto: pif for cva/irmad, none for a model)")
     g.add_argument("--coregistration", choices=["report", "correct", "off"], help="measure (default), also correct, or skip the residual shift")
     g = p.add_argument_group("post-processing")
     g.add_argument("--min-area", type=float, help="minimum mapping unit in m2 (default 12)")

@@ -214,7 +214,13 @@ def detect(
         Bad input or output location, with a one-line message naming the file or setting.
     """
     opts = build_options(DetectOptions, options, source="detect options")
+    if method_instance is None and opts.model:
+        from deltacd.methods.learned import LearnedModel  # torch is imported only when a model is asked for
+
+        method_instance = LearnedModel.from_file(opts.model, device=opts.device, tta=opts.tta)
     method = method_instance or get_method(opts.method, **(opts.method_options or {}))
+    if opts.harmonise == "auto":
+        opts = replace(opts, harmonise=getattr(method, "default_harmonise", "pif"))
     timings = _Timings()
     started = time.perf_counter()
     with staged_output(out_dir, overwrite=overwrite) as staging:

@@ -131,6 +131,10 @@ class LearnedModel(ChangeMethod):
 
     Notes
     -----
+    ``default_harmonise`` is the harmonisation of date 2 the model expects (``spec.training["harmonise"]``,
+    ``"none"`` when absent, i.e. trained on raw pairs), for :func:`deltacd.detect` to use when the
+    user does not choose one.
+
     Band order: the engine passes arrays in the pair's band order. :meth:`fit` (called by
     :func:`deltacd.detect` with the scene's pixel sample, whose ``bands`` are the pair's) or
     :meth:`select_bands` records which of them the model takes, by name. Without either,
@@ -162,6 +166,9 @@ class LearnedModel(ChangeMethod):
         # Instance attributes refine the class ones the engine reads.
         self.name = spec.name
         self.size_multiple = int(getattr(model, "size_multiple", 1))
+        # The radiometry the network was trained on: raw pairs unless the checkpoint says otherwise.
+        # Harmonising date 2 for a model trained on raw pairs changes its inputs (LEVIR: F1 0.937 -> 0.916).
+        self.default_harmonise = str(spec.training.get("harmonise", "none"))
         shape = (1, len(spec.bands), 1, 1)
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=self.device).view(shape)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=self.device).view(shape)
@@ -306,6 +313,7 @@ class LearnedModel(ChangeMethod):
             "task": self.spec.task,
             "source": self.source,
             "tta": self.tta,
+            "default_harmonise": self.default_harmonise,
             "device": str(self.device),
             "amp": self.amp,
             "parameters": sum(p.numel() for p in self.model.parameters()),

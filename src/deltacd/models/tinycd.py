@@ -266,6 +266,9 @@ class TinyCD(nn.Module):
     ``load_state_dict``.
     """
 
+    name = "tinycd"
+    size_multiple: int = 1  # any size of at least MIN_SIDE: the decoder upsamples to each skip's size
+
     def __init__(self, in_channels: int = 3) -> None:
         super().__init__()
         if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
