@@ -167,6 +167,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classes(value: str | None):
+    """``"1,2,3"`` -> [1, 2, 3]; ``"1=water,2=forest"`` -> {1: "water", 2: "forest"}."""
+    if not value:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        if all("=" in item for item in items):
+            return {int(k): v for k, v in (item.split("=", 1) for item in items)}
+        return [int(item) for item in items]
+    except ValueError:
+        raise InputError(f"--classes {value!r}: expected codes like 1,2,3 or 1=water,2=forest") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deltacd.evaluate.evaluate import evaluate
+
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = evaluate(
+            args.prediction, args.reference, args.out, score=args.score, reference_kind=args.reference_kind,
+            classes=_classes(args.classes), strata=args.strata, reference_field=args.reference_field,
+            strata_field=args.strata_field, all_touched=args.all_touched, block_size=args.block_size,
+            n_boot=args.n_boot, seed=args.seed, object_rule=args.object_rule, iou_threshold=args.iou_threshold,
+            figures=not args.no_figures, overwrite=args.overwrite, progress=lambda d, t: bars("evaluate", d, t),
+        )
+    finally:
+        bars.close()
+    cm, ci = result.confusion, result.intervals
+    line = f"F1 {cm.f1:.3f}" if cm.n_classes == 2 else f"overall accuracy {cm.overall_accuracy:.3f}"
+    if "f1" in ci:
+        line += f" (95 % CI {ci['f1'].low:.3f}-{ci['f1'].high:.3f})"
+    print(f"{line}, kappa {cm.kappa:.3f}; metrics.json, metrics.csv and figures in {result.out_dir}/")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from deltacd.evaluate.compare import compare
+
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = compare(
+            args.ours, args.landcover_before, args.landcover_after, args.out, reference=args.reference,
+            classes=_classes(args.classes), class_field=args.class_field, reference_field=args.reference_field,
+            all_touched=args.all_touched, figures=not args.no_figures, overwrite=args.overwrite,
+            progress=lambda d, t: bars("compare", d, t),
+        )
+    finally:
+        bars.close()
+    shares = ", ".join(f"{name} {v['share']:.1%}" for name, v in result.summary["agreement"].items())
+    print(f"agreement ({shares}); map, from/to transitions and scores in {result.out_dir}/ (compare.json)")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from deltacd.methods import METHODS
 
@@ -247,6 +300,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="training YAML file")
     p.add_argument("--overwrite", action="store_true", help="replace the run folder named in the config")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a change map against a reference", description=(
+        "Score PREDICTION (a change_mask.tif, or a class map) against REFERENCE (a raster, or polygons burnt on the "
+        "prediction's grid with the pixel-centre rule; without --reference-field everything outside them is no change). "
+        "Writes metrics.json, metrics.csv, objects.csv and figures into OUT: confusion matrix, precision, recall, F1, IoU, "
+        "kappa with 95 % block-bootstrap intervals, objects found (IoU >= 0.5), hectares found/missed/false, and with "
+        "--score a precision-recall curve and F1 against threshold."))
+    p.add_argument("prediction", metavar="PREDICTION")
+    p.add_argument("reference", metavar="REFERENCE")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--score", help="score raster (change_score.tif) for the PR curve")
+    p.add_argument("--reference-kind", choices=["auto", "raster", "polygons"], default="auto")
+    p.add_argument("--reference-field", help="class field of reference polygons (from/to or damage classes)")
+    p.add_argument("--classes", help="class codes, e.g. 1,2,3 or 1=water,2=forest (default: binary change)")
+    p.add_argument("--strata", help="raster or polygons of strata (e.g. land cover at date 1) for per-stratum scores")
+    p.add_argument("--strata-field", help="class field of strata polygons")
+    p.add_argument("--all-touched", action="store_true", help="burn every pixel a polygon touches")
+    p.add_argument("--block-size", type=int, default=256, help="bootstrap block side in px (default 256)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--object-rule", choices=["iou", "overlap"], default="iou", help="when a reference object counts as found")
+    p.add_argument("--iou-threshold", type=float, default=0.5)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="set a change map against post-classification comparison", description=(
+        "Derive the change map of the current method (two land-cover maps, LC_BEFORE and LC_AFTER, compared class by "
+        "class) and set OURS against it: agreement map (0 neither, 1 only ours, 2 only post-classification, 3 both) as "
+        "COG and polygons, from/to transition areas, and with --reference both methods' scores on the same pixels."))
+    p.add_argument("ours", metavar="OURS", help="our change mask (change_mask.tif)")
+    p.add_argument("landcover_before", metavar="LC_BEFORE", help="land-cover map at date 1 (raster or polygons)")
+    p.add_argument("landcover_after", metavar="LC_AFTER", help="land-cover map at date 2")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--reference", help="change reference (raster or polygons)")
+    p.add_argument("--reference-field", help="class field of reference polygons")
+    p.add_argument("--class-field", help="class field of land-cover polygons")
+    p.add_argument("--classes", help="land-cover codes and names, e.g. 1=water,2=vegetation,3=built")
+    p.add_argument("--all-touched", action="store_true")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)
