@@ -24,6 +24,7 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import Tensor, nn
 
 from deltacd.errors import InputError, OfflineError
+from deltacd.models.encoders import build_encoder
 from deltacd.models.fc import check_pair
 
 Fusion = Literal["diff", "concat"]
@@ -94,6 +95,16 @@ class SiameseUNet(nn.Module):
             scale, as smp's transformer-style timm encoders report); an optional
             ``output_stride`` int gives the size multiple (default 2**depth). A model built
             this way cannot be rebuilt from its keyword arguments alone.
+        encoder_spec: an encoder spec of :func:`deltacd.models.encoders.build_encoder`
+            ("efficientnet_lite0:imagenet", "timm:<name>", "torchgeo:<weights name>"), used
+            instead of ``encoder_name`` (then ``encoder_depth`` must stay 5). ``encoder_weights``
+            is passed as its ``weights``: None (the spec's default), "random", "timm" or
+            "local:PATH". To rebuild a trained model from its checkpoint, store
+            ``encoder_weights="random"``: the checkpoint's state dict replaces the parameters,
+            and the pretrained file is then not needed.
+        encoder_bands: names of the input bands (e.g. ["B", "G", "R", "N"]) for
+            ``encoder_spec``, so that the pretrained first layer is adapted band by band
+            (:mod:`deltacd.models.encoders.weights`); None: smp's positional rule.
     """
 
     name = "siamese-unet"
@@ -110,6 +121,8 @@ class SiameseUNet(nn.Module):
         decoder_channels: Sequence[int] | None = None,
         fusion: Fusion = "diff",
         encoder: nn.Module | None = None,
+        encoder_spec: str | None = None,
+        encoder_bands: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
@@ -119,7 +132,16 @@ class SiameseUNet(nn.Module):
             )
         if fusion not in get_args(Fusion):
             raise InputError(f"SiameseUNet: fusion must be one of {list(get_args(Fusion))}; got {fusion!r}")
-        if encoder is None:
+        if encoder_spec is not None:
+            if encoder is not None:
+                raise InputError("SiameseUNet: give encoder or encoder_spec, not both")
+            if encoder_depth != 5:
+                raise InputError(
+                    f"SiameseUNet: encoder_spec encoders have 5 stages; got encoder_depth={encoder_depth}, leave it at 5"
+                )
+            encoder = build_encoder(encoder_spec, in_channels=in_channels, weights=encoder_weights, bands=encoder_bands)
+            add_center_block = False
+        elif encoder is None:
             if not 3 <= encoder_depth <= 5:
                 raise InputError(f"SiameseUNet: encoder_depth must be 3, 4 or 5; got {encoder_depth}")
             encoder = _build_encoder(encoder_name, in_channels, encoder_depth, encoder_weights)
