@@ -1,7 +1,8 @@
-"""Training datasets for change detection: chips, splits and a manifest, from four kinds of ground truth.
+"""Training datasets for change detection: chips, splits and a manifest, from five kinds of ground truth.
 
 :func:`prepare_dataset` turns ``chips`` folders (LEVIR-CD layout), change ``polygons`` over a
-GeoTIFF pair, two ``landcover`` maps, or ``xbd`` damage labels into one folder of GeoTIFF chips
+GeoTIFF pair, two ``landcover`` maps, ``xbd`` damage labels, or ``single_date`` labels paired as in
+STAR (:mod:`deltacd.datasets.single_date`) into one folder of GeoTIFF chips
 with ``chips.csv`` and ``manifest.json`` (bands, normalisation, splits, class balance);
 :class:`~deltacd.datasets.torch_dataset.ChangeChipDataset` reads it back for training and
 :class:`~deltacd.datasets.augment.PairAugmentation` augments batches of pairs on the GPU. The
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from deltacd.datasets.chips import DatasetConfig, SplitConfig, chip_offsets, load_config, prepare_dataset
 from deltacd.datasets.manifest import ChipRecord, DatasetManifest, load_manifest, read_chips
-from deltacd.datasets.sources import ChipsSource, LandcoverSource, PolygonsSource, XbdSource
+from deltacd.datasets.sources import ChipsSource, LandcoverSource, PolygonsSource, SingleDateSource, XbdSource
 
 __all__ = [
     "AugmentConfig", "ChangeChipDataset", "ChipRecord", "ChipsSource", "DatasetConfig", "DatasetManifest",
-    "LandcoverSource", "PairAugmentation", "PolygonsSource", "SplitConfig", "XbdSource", "chip_offsets",
+    "LandcoverSource", "PairAugmentation", "PolygonsSource", "SingleDateSource", "SplitConfig", "XbdSource", "chip_offsets",
     "load_config", "load_manifest", "prepare_dataset", "read_chips",
 ]
 

@@ -97,9 +97,9 @@ class DatasetConfig:
     Attributes
     ----------
     sources
-        One or more sources, each a mapping with ``kind``: ``chips``, ``polygons``, ``landcover`` or
-        ``xbd`` (see :mod:`deltacd.datasets.sources` for their keys). All must share band names
-        and data type.
+        One or more sources, each a mapping with ``kind``: ``chips``, ``polygons``, ``landcover``,
+        ``xbd`` or ``single_date`` (see :mod:`deltacd.datasets.sources` for their keys). All must
+        share band names and data type.
     chip_size, stride
         Chip side and step in pixels (stride default: ``chip_size``, no overlap).
     ignore_index
@@ -198,6 +198,7 @@ class _Chip:
     target_counts: dict[str, Counter] = field(default_factory=dict)
     transitions: Counter = field(default_factory=Counter)
     split: str | None = None
+    pair_of: tuple[str, str] | None = None  # STAR pairs: (before, after) single-date chip ids
 
 
 def prepare_dataset(
@@ -256,9 +257,13 @@ def prepare_dataset(
                     for folder in ("A", "B", "label", *targets):
                         (tmp / folder / f"{c.id}.tif").unlink()
             kept = [c for c in chips if c.split is not None]
+            for source in sources:
+                if source.pairer is not None:  # single_date: split single-date chips -> STAR pairs
+                    kept = source.pairer(kept, tmp, targets=targets, chip_size=chip)
             manifest = _manifest(cfg, sources, kept, bands, dtype, chip, stride, block, targets, target_classes, rule)
             write_chips(tmp / CHIPS_CSV, [
-                ChipRecord(c.id, c.split, c.source.index, c.source.name, c.scene.name, c.row, c.col, c.block) for c in kept
+                ChipRecord(c.id, c.split, c.source.index, c.source.name, c.scene.name, c.row, c.col, c.block, c.pair_of)
+                for c in kept
             ])
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
             _publish(tmp, out)

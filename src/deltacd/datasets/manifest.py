@@ -6,6 +6,8 @@ A dataset folder written by :func:`deltacd.datasets.prepare_dataset` describes i
     label/<id>.tif             uint8: 0 no change, 1 change, ignore_index unlabelled / no data
     from/, to/, damage/        optional extra targets (uint8, same ignore value)
     chips.csv                  id, split, source, source_name, scene, row_off, col_off, block
+                               (+ pair_of: "<before chip>;<after chip>" when a single_date source
+                               paired single-date chips, see deltacd.datasets.single_date)
     manifest.json              bands, dtype, normalisation, splits, class balance, sources, split rule
 
 :func:`load_manifest` reads it back for the training code; the normalisation (per band, in raw
@@ -28,6 +30,8 @@ FORMAT = "deltacd-dataset/1"
 MANIFEST = "manifest.json"
 CHIPS_CSV = "chips.csv"
 CSV_COLUMNS = ("id", "split", "source", "source_name", "scene", "row_off", "col_off", "block")
+#: Optional last column of ``chips.csv``: the two single-date chips a STAR pair was made of.
+PAIR_COLUMN = "pair_of"
 SPLITS = ("train", "val", "test")
 
 
@@ -83,7 +87,11 @@ class BandMoments:
 
 @dataclass(frozen=True)
 class ChipRecord:
-    """One row of ``chips.csv``."""
+    """One row of ``chips.csv``.
+
+    ``pair_of`` is (before, after) single-date chip ids for a STAR pair, None for other chips;
+    ``scene``, ``row_off``, ``col_off`` and ``block`` are then those of the before chip.
+    """
 
     id: str
     split: str
@@ -93,6 +101,7 @@ class ChipRecord:
     row_off: int
     col_off: int
     block: str
+    pair_of: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -222,19 +231,28 @@ def read_chips(root: str | Path) -> list[ChipRecord]:
         raise MissingInputError(f"{file}: no chip list; give a folder written by deltacd prepare-dataset")
     with file.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (CSV_COLUMNS, (*CSV_COLUMNS, PAIR_COLUMN)):
             raise InputError(f"{file}: columns {reader.fieldnames}, expected {', '.join(CSV_COLUMNS)}; prepare the dataset again")
         return [
             ChipRecord(r["id"], r["split"], int(r["source"]), r["source_name"], r["scene"], int(r["row_off"]),
-                       int(r["col_off"]), r["block"])
+                       int(r["col_off"]), r["block"], _pair(r.get(PAIR_COLUMN)))
             for r in reader
         ]
 
 
+def _pair(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    before, _, after = text.partition(";")
+    return before, after
+
+
 def write_chips(path: Path, records: list[ChipRecord]) -> None:
     """Write ``chips.csv``."""
+    paired = any(r.pair_of is not None for r in records)  # the column only where there are pairs
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow((*CSV_COLUMNS, PAIR_COLUMN) if paired else CSV_COLUMNS)
         for r in records:
-            writer.writerow([r.id, r.split, r.source, r.source_name, r.scene, r.row_off, r.col_off, r.block])
+            row = [r.id, r.split, r.source, r.source_name, r.scene, r.row_off, r.col_off, r.block]
+            writer.writerow([*row, ";".join(r.pair_of) if r.pair_of else ""] if paired else row)

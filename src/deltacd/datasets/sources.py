@@ -1,4 +1,4 @@
-"""Ground truth a change dataset is cut from: four kinds of source, their settings and readers.
+"""Ground truth a change dataset is cut from: five kinds of source, their settings and readers.
 
 ``chips``
     A folder in the A/B/label layout of LEVIR-CD, DSIFN-CD, WHU-CD, CDD (``A/x.png``, ``B/x.png``,
@@ -23,6 +23,12 @@
     which xView2 counts as no-damage); the ``damage`` target keeps the xView2 classes
     0 background, 1 no-damage, 2 minor, 3 major, 4 destroyed. Binary labels are symmetric
     in time, but ``damage`` describes the post image only.
+``single_date``
+    Images of ONE date with object masks (building footprints, raster masks, xBD pre-disaster
+    polygons) or land-cover maps, cut into chips that are then paired with other chips of the same
+    split (STAR, Zheng et al., ICCV 2021, arXiv:2108.07002): before = chip i, after = chip j,
+    change = objects at exactly one of the two places (or the classes differ). See
+    :mod:`deltacd.datasets.single_date` for the method and its limits.
 
 Every source opens as an :class:`OpenedSource`: a list of :class:`Scene` (one image pair on one
 pixel grid with its labels) that :mod:`deltacd.datasets.chips` cuts into chips. Pixels where
@@ -215,7 +221,73 @@ class XbdSource:
     split: SplitName | None = None
 
 
-SourceConfig = Annotated[ChipsSource | PolygonsSource | LandcoverSource | XbdSource, Field(discriminator="kind")]
+@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+class SingleDateSource:
+    """Images of one date and their object or land-cover labels, turned into STAR change pairs
+    (the method and its limits: :mod:`deltacd.datasets.single_date`).
+
+    Attributes
+    ----------
+    image
+        A raster (GeoTIFF, PNG ...), a list of them, or a folder of them (filtered by ``glob``).
+        Every image is a scene of its own, read on its own grid.
+    labels
+        The single-date labels: a vector file of polygons (building footprints; or a land-cover map
+        with ``class_field``) in any CRS, rasterised on each image's grid window by window; or label
+        rasters of the same size and grid as their image: one file for one image, a list in the
+        order of ``image``, or a folder holding ``<image stem><label_suffix>.<ext>``.
+    xbd
+        Instead of ``image``/``labels``: an xBD folder; its ``images/*_pre_disaster.png`` and the
+        building polygons of ``labels/*_pre_disaster.json``.
+    glob
+        Pattern(s) on the image file names of an ``image`` folder, or on xBD tile ids.
+    label_suffix
+        Stem suffix of the label files in a ``labels`` folder (``"_mask"``: ``x_mask.tif`` for ``x.tif``).
+    label_type
+        ``"mask"``: objects versus background, change = object at exactly one of the two places
+        (XOR). ``"classes"``: land-cover codes 0..254, change = the classes differ; ``from``/``to``
+        targets keep the codes.
+    mask_threshold
+        Raster masks: None reads 0/1 or 0/255 (or 0/1 with 255 = unlabelled); a number marks an
+        object where the value exceeds it (0 for instance-id masks, 127 for JPEG-compressed masks).
+    class_field, classes
+        As for :class:`LandcoverSource` (vector land-cover maps).
+    all_touched
+        As for :class:`PolygonsSource`.
+    bands
+        Band names in file order (default: read from the files).
+    identity_fraction
+        Share of each split's pairs that pair a chip with itself (label all no-change).
+    pairs_per_chip
+        Pairs drawn with every chip as the before image.
+    seed
+        Seed of the partner draw.
+    name, split
+        As for :class:`ChipsSource`.
+    """
+
+    kind: Literal["single_date"] = "single_date"
+    image: Path | list[Path] | None = None
+    labels: Path | list[Path] | None = None
+    xbd: Path | None = None
+    glob: str | list[str] | None = None
+    label_suffix: str = ""
+    label_type: Literal["mask", "classes"] = "mask"
+    mask_threshold: Annotated[float, Field(ge=0.0)] | None = None
+    class_field: str | None = None
+    classes: dict[int, str] | None = None
+    all_touched: bool = False
+    bands: str | None = None
+    identity_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    pairs_per_chip: Annotated[int, Field(ge=1)] = 1
+    seed: int = 0
+    name: SourceName | None = None
+    split: SplitName | None = None
+
+
+SourceConfig = Annotated[
+    ChipsSource | PolygonsSource | LandcoverSource | XbdSource | SingleDateSource, Field(discriminator="kind")
+]
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -373,6 +445,10 @@ class OpenedSource:
         Class code -> name per extra target.
     description
         JSON summary for the manifest.
+    pairer
+        Called after the split draw with (kept chips, temporary folder, targets, chip size) to
+        replace this source's chips (``single_date``: single-date chips -> STAR pairs); None for
+        sources whose chips are final.
     """
 
     index: int
@@ -387,6 +463,7 @@ class OpenedSource:
     targets: tuple[str, ...] = ()
     target_classes: dict[str, dict[int, str]] = field(default_factory=dict)
     description: dict[str, Any] = field(default_factory=dict)
+    pairer: Callable[..., list] | None = None
 
     def reorder(self, bands: tuple[str, ...]) -> None:
         """Read the bands in the order ``bands`` (same names as :attr:`bands`)."""
@@ -394,7 +471,7 @@ class OpenedSource:
             return
         positions = [self.bands.index(b) for b in bands]
         for scene in self.scenes:
-            if isinstance(scene, ImagePairScene):
+            if isinstance(scene, ImagePairScene) or hasattr(scene, "order"):  # image and single-date scenes
                 scene.order = [scene.order[p] for p in positions]
             elif isinstance(scene, AlignedScene):
                 scene.pair = scene.pair.replace(bands=bands)
@@ -415,7 +492,10 @@ def open_source(config: Any, index: int, *, ignore_index: int) -> OpenedSource:
     InputError
         Files are unreadable, sizes or bands disagree, or label values are not understood.
     """
-    openers = {"chips": _open_chips, "polygons": _open_polygons, "landcover": _open_landcover, "xbd": _open_xbd}
+    from deltacd.datasets.single_date import open_single_date  # imports this module
+
+    openers = {"chips": _open_chips, "polygons": _open_polygons, "landcover": _open_landcover, "xbd": _open_xbd,
+               "single_date": open_single_date}
     source = openers[config.kind](config, index, ignore_index)
     log.info("source %s (%s): %d scene(s), bands %s, %s", source.name, source.kind, len(source.scenes),
              ",".join(source.bands), source.dtype)
