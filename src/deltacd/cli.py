@@ -230,7 +230,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method")
-    g.add_argument("--method", help="change method: cva (default) or irmad; see `deltacd methods`")
+    g.add_argument("--method", help="change method: cva (default), irmad or zero-shot; see `deltacd methods`")
     g.add_argument("--model", help="trained network: MODEL.safetensors, or ARCH:PATH for another code's checkpoint (tinycd:levir_best.pth)")
     g.add_argument("--tta", action="store_true", help="flip test-time augmentation for --model")
     g.add_argument("--device", help="auto (default: GPU when present), cpu, cuda, cuda:N")

@@ -13,8 +13,9 @@ from deltacd.errors import InputError
 from deltacd.methods.base import ChangeMethod
 from deltacd.methods.cva import CVA
 from deltacd.methods.irmad import IRMAD
+from deltacd.methods.zero_shot import FeatureDistance
 
-METHODS: dict[str, type[ChangeMethod]] = {m.name: m for m in (CVA, IRMAD)}
+METHODS: dict[str, type[ChangeMethod]] = {m.name: m for m in (CVA, IRMAD, FeatureDistance)}
 
 
 def get_method(name: str, **options: Any) -> ChangeMethod:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from deltacd.datasets.manifest import DatasetManifest
 
 __all__ = [
+    "AdaptationConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -143,6 +144,39 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class AdaptationConfig:
+    """Which parameters of a (pretrained) encoder train; see :mod:`deltacd.train.adaptation`.
+
+    Attributes
+    ----------
+    mode
+        ``"full"``: every parameter trains (default). ``"frozen"``: the encoder is frozen (no
+        gradient, and kept in eval mode so its BatchNorm statistics do not drift); the
+        bi-temporal fusion, the decoder and the head train, plus the randomly initialised
+        simple feature pyramid of ViT encoders. ``"partial"``: only the deepest
+        ``trainable_stages`` encoder stages train, plus the decoder and head. ``"lora"``:
+        low-rank adapters (Hu et al. 2021, arXiv:2106.09685) on the attention layers of a ViT
+        encoder train, its other weights stay frozen; the adapters are merged into the weights
+        before the model is saved.
+    trainable_stages
+        ``"partial"``: number of encoder stages that train, counted from the deepest (1: only
+        the stride-32 stage of a CNN, or the last transformer block of a ViT).
+    lora_rank, lora_alpha
+        ``"lora"``: rank ``r`` of the adapters and their scale numerator (the update is
+        ``(lora_alpha / r) B A``).
+    lora_targets
+        ``"lora"``: names (suffixes) of the layers that get adapters; default
+        ``["attn.qkv", "attn.proj"]`` (timm ViT attention projections).
+    """
+
+    mode: Literal["full", "frozen", "partial", "lora"] = "full"
+    trainable_stages: PositiveInt = 1
+    lora_rank: PositiveInt = 8
+    lora_alpha: PositiveInt = 16
+    lora_targets: list[str] | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
 class TrainConfig:
     """Everything :func:`deltacd.train.train` can be told.
 
@@ -184,8 +218,16 @@ class TrainConfig:
     max_train_chips
         Use only this many training chips (the first after a seeded shuffle), for few-label
         experiments.
+    adaptation
+        :class:`AdaptationConfig`: which encoder parameters train (``{"mode": "frozen"}``,
+        ``{"mode": "partial", "trainable_stages": 2}``, ``{"mode": "lora", "lora_rank": 8}``).
+    normalisation
+        ``"dataset"``: per-band mean / std of the training chips (the manifest), default.
+        ``"encoder"``: what the pretrained encoder's weights expect (e.g. ``(dn - 127) / 128`` for
+        EfficientNet-Lite0), mapped to the dataset's bands; only for an encoder that states it
+        (pretrained weights). See :mod:`deltacd.train.adaptation` for the trade-off.
     freeze_encoder
-        Do not train the encoder (parameters named ``encoder.*``, ``backbone.*``, ``_backbone.*``).
+        Kept for older configurations: ``true`` is ``adaptation: {mode: frozen}``.
     """
 
     dataset: Path
@@ -205,6 +247,8 @@ class TrainConfig:
     num_threads: PositiveInt | None = None
     augment: dict[str, Any] | None = field(default_factory=dict)
     max_train_chips: PositiveInt | None = None
+    adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    normalisation: Literal["dataset", "encoder"] = "dataset"
     freeze_encoder: bool = False
 
     @field_validator("precision", mode="before")
@@ -244,6 +288,25 @@ def read_manifest(dataset: str | Path) -> DatasetManifest:
     return manifest
 
 
+def resolve_adaptation(config: TrainConfig) -> AdaptationConfig:
+    """The adaptation to apply: ``config.adaptation``, with ``freeze_encoder: true`` read as mode ``"frozen"``.
+
+    Raises
+    ------
+    InputError
+        ``freeze_encoder: true`` together with mode ``"partial"`` or ``"lora"``.
+    """
+    adaptation = config.adaptation
+    if not config.freeze_encoder or adaptation.mode == "frozen":
+        return adaptation
+    if adaptation.mode != "full":
+        raise InputError(
+            f"freeze_encoder: true contradicts adaptation.mode {adaptation.mode!r}; remove freeze_encoder "
+            "(it is the old spelling of adaptation: {mode: frozen})"
+        )
+    return AdaptationConfig(**{**asdict(adaptation), "mode": "frozen"})
+
+
 def parse_init_from(value: str) -> tuple[Literal["deltacd", "tinycd"], Path]:
     """Split ``init_from`` into its kind and path: ``"tinycd:PATH"`` or a deltacd checkpoint path."""
     if value.startswith(TINYCD_PREFIX):
@@ -257,6 +320,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     Raises :class:`MissingInputError` / :class:`InputError` (one line, naming the setting).
     """
     bands = read_manifest(config.dataset).bands
+    resolve_adaptation(config)
     in_channels = config.model.kwargs.get("in_channels")
     if in_channels is not None and in_channels != len(bands):
         raise InputError(

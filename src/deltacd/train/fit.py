@@ -30,7 +30,7 @@ import signal
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -44,7 +44,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from deltacd.errors import InputError, OutputError
-from deltacd.train.config import TrainConfig, load_train_config, read_manifest
+from deltacd.train.adaptation import merge_lora, rebuild_kwargs
+from deltacd.train.config import TrainConfig, load_train_config, read_manifest, resolve_adaptation
 from deltacd.train.datamodule import ChangeDataModule
 from deltacd.train.losses import pos_weight_from_balance
 from deltacd.train.module import ChangeDetectionTask
@@ -140,6 +141,8 @@ def _torch_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
             # raised inside Lightning with torch >= 2.10; nothing the caller can act on
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+            # frozen encoder parts are in eval mode on purpose (adaptation modes): Lightning's notice is noise
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
             yield
     finally:
         torch.set_num_threads(threads)
@@ -264,10 +267,14 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
                 min_lr_ratio=cfg.optimizer.min_lr_ratio,
                 lr_interval=cfg.optimizer.interval,
                 init_from=cfg.init_from,
-                freeze_encoder=cfg.freeze_encoder,
+                adaptation=asdict(resolve_adaptation(cfg)),
+                normalisation=cfg.normalisation,
                 augment=cfg.augment,
                 ignore_index=manifest.ignore_index,
             )
+            if cfg.normalisation == "encoder":
+                _warn_if_far(mean, std, task, bands)
+                mean, std = task.normalisation_dn()
             trainer, checkpoint = _make_trainer(
                 cfg, run_dir, progress=progress, train_batches=math.ceil(sizes["train"] / cfg.batch_size)
             )
@@ -294,9 +301,16 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
                 return TrainResult(out, out / "model.safetensors", best_val_f1, threshold, test_scores, 0.0, epochs_run, task.model)
         minutes = (time.perf_counter() - started) / 60.0
         model = task.model.cpu().eval()
+        # LoRA adapters folded into the weights: the saved model is a plain registry network
+        merged = merge_lora(model)
         summary = _summaries(
             cfg, manifest, sizes, pos_weight, task, val, best_val_f1, threshold, test_scores, epochs_run, minutes, trainer
         )
+        summary["training"]["adaptation"] = {
+            **(task.adaptation_report.to_dict() if task.adaptation_report else {}),
+            "lora_layers_merged": merged,
+            "saved_parameters": sum(p.numel() for p in model.parameters()),
+        }
         _write_outputs(run_dir, cfg, model, task, bands, mean, std, threshold, summary, started_at)
     except BaseException:
         if global_zero:
@@ -360,6 +374,8 @@ def _summaries(
         "batch_size": cfg.batch_size,
         "init_from": cfg.init_from,
         "freeze_encoder": cfg.freeze_encoder,
+        "normalisation": cfg.normalisation,
+        "encoder": _encoder_summary(task),
         "augment": cfg.augment,
         "precision": cfg.precision,
         "device": f"{trainer.accelerator.__class__.__name__.replace('Accelerator', '').lower()} x{trainer.num_devices}",
@@ -386,7 +402,8 @@ def _write_outputs(
 
     spec = ModelSpec(
         name=cfg.model.name,
-        kwargs=dict(task.model_kwargs),
+        # pretrained weights are in the checkpoint: rebuilding must not need their file
+        kwargs=rebuild_kwargs(task.model_kwargs),
         bands=tuple(bands),
         mean=tuple(mean),
         std=tuple(std),
@@ -411,6 +428,26 @@ def _write_outputs(
         "outputs": {"model": "model.safetensors", "metrics": "metrics.csv", "config": "config_used.yaml"},
     }
     (run_dir / "train_record.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def _encoder_summary(task: ChangeDetectionTask) -> dict[str, Any] | None:
+    """The registry encoder's description (spec, weights used, normalisation), when the model has one."""
+    describe = getattr(getattr(task.model, "encoder", None), "describe", None)
+    return describe() if callable(describe) else None
+
+
+def _warn_if_far(mean: list[float], std: list[float], task: ChangeDetectionTask, bands: list[str]) -> None:
+    """Warn when the dataset's band means are > 3 encoder std away from the encoder's: other units (12-bit DN)."""
+    enc_mean, enc_std = task.normalisation_dn()
+    z = [(m - em) / es for m, em, es in zip(mean, enc_mean, enc_std, strict=True)]
+    far = [f"{b} {v:+.1f}" for b, v in zip(bands, z, strict=True) if abs(v) > 3]
+    if far:
+        warnings.warn(
+            f"normalisation: 'encoder': the dataset's band means lie far from what the encoder expects "
+            f"(in encoder standard deviations: {', '.join(far)}); the data are probably in other units "
+            "(e.g. 12-bit DN vs 8-bit); use normalisation: dataset or convert the data",
+            stacklevel=3,
+        )
 
 
 def _replace(run_dir: Path, out: Path) -> None:

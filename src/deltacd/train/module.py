@@ -11,8 +11,9 @@ Data flow of a step
 ``batch["before"]``, ``batch["after"]``: float32 ``[B, C, H, W]`` in raw digital numbers, bands in
 the dataset manifest's order; ``batch["label"]``: int64 ``[B, H, W]``, 0 / 1 / ``ignore_index``.
 
-1. normalise per band with the manifest's mean / std (registered buffers, so they move with the
-   module to the GPU and are saved with it): ``x = (dn - mean) / std``;
+1. normalise per band with the manifest's mean / std, or the pretrained encoder's
+   (``normalisation="encoder"``), held in registered buffers, so they move with the module to
+   the GPU and are saved with it: ``x = (dn - mean) / std``;
 2. training only: augmentation (``deltacd.datasets.augment.PairAugmentation``) on the normalised
    batch, on the device;
 3. ``logits = model(before, after)`` ``[B, 1, H, W]``; loss; ``sigmoid`` -> probabilities
@@ -26,6 +27,13 @@ validation epoch the threshold with the best F1 is chosen (never 0, which would 
 changed) and logged as ``val_threshold`` with its F1 ``val_f1_best`` (the score that checkpoints
 and early stopping follow). The threshold is a buffer, so a Lightning checkpoint carries the one
 of its epoch; test metrics use it.
+
+Adaptation of a pretrained encoder
+----------------------------------
+``adaptation`` (:mod:`deltacd.train.adaptation`) freezes the encoder, all but its deepest stages,
+or adds LoRA adapters, once, in :meth:`ChangeDetectionTask.configure_model`. Frozen modules are
+put back in eval mode after every ``train()`` call (Lightning switches the module to eval for
+validation and back), so their BatchNorm running statistics never move.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -47,15 +56,19 @@ from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex, Binar
 
 from deltacd.errors import InputError
 from deltacd.evaluate.metrics import ScoreHistogram
+from deltacd.train.adaptation import (
+    ENCODER_PREFIXES,
+    AdaptationReport,
+    apply_adaptation,
+    encoder_normalisation,
+    is_pretrained,
+    keep_frozen_in_eval,
+)
 from deltacd.train.losses import build_loss
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ENCODER_PREFIXES", "ChangeDetectionTask", "warmup_cosine_schedule"]
-
-#: Parameter-name prefixes of the encoder of each registered family (fc-*, siamese-unet: ``encoder``;
-#: bit: ``backbone``; tinycd: ``_backbone``), frozen by ``freeze_encoder``.
-ENCODER_PREFIXES = ("encoder.", "backbone.", "_backbone.")
 
 #: Learning rate at the start of the warm-up, as a fraction of the peak (LinearLR needs > 0).
 WARMUP_START_FACTOR = 0.01
@@ -118,8 +131,15 @@ class ChangeDetectionTask(L.LightningModule):
         (its ``kwargs`` are the defaults of ``model_kwargs``), or ``"tinycd:PATH"`` (the authors'
         raw TinyCD state dict, RGB kernels adapted to the band count).
     freeze_encoder
-        Freeze the parameters whose names start with one of :data:`ENCODER_PREFIXES`.
-        BatchNorm statistics of a frozen encoder still follow the data (kept simple on purpose).
+        Old spelling of ``adaptation={"mode": "frozen"}`` (frozen: parameters whose names start
+        with one of :data:`ENCODER_PREFIXES`, kept in eval mode).
+    adaptation
+        ``AdaptationConfig`` fields as a dict (``{"mode": "partial", "trainable_stages": 2}``);
+        None: ``"full"``. See :mod:`deltacd.train.adaptation`.
+    normalisation
+        ``"dataset"``: ``mean``/``std`` as given; ``"encoder"``: the pretrained encoder's own
+        (:func:`~deltacd.train.adaptation.encoder_normalisation`; with ``init_from`` a deltacd
+        checkpoint whose encoder is rebuilt without pretrained weights, the checkpoint's).
     augment
         ``AugmentConfig`` options for training batches (None: no augmentation).
     ignore_index
@@ -145,6 +165,8 @@ class ChangeDetectionTask(L.LightningModule):
         lr_interval: Literal["step", "epoch"] = "step",
         init_from: str | None = None,
         freeze_encoder: bool = False,
+        adaptation: dict[str, Any] | None = None,
+        normalisation: Literal["dataset", "encoder"] = "dataset",
         augment: dict[str, Any] | None = None,
         ignore_index: int = 255,
     ) -> None:
@@ -158,7 +180,15 @@ class ChangeDetectionTask(L.LightningModule):
         self.register_buffer("threshold", torch.tensor(0.5))
         self.model: nn.Module | None = None
         self.model_kwargs: dict[str, Any] = {}
+        #: What the adaptation did (counts, frozen modules); set by configure_model.
+        self.adaptation_report: AdaptationReport | None = None
+        self._frozen: tuple[str, ...] = ()
+        self._init_spec = None
         self.configure_model()
+        if normalisation == "encoder":
+            self._use_encoder_normalisation()
+        elif normalisation != "dataset":
+            raise InputError(f"normalisation: {normalisation!r} is not one of dataset, encoder")
         self.configure_losses()
         self.configure_metrics()
         self.augment = _build_augmentation(augment, ignore_index=ignore_index)
@@ -183,8 +213,13 @@ class ChangeDetectionTask(L.LightningModule):
         kwargs["in_channels"] = len(self.bands)
         if hp.model not in MODELS:
             raise InputError(f"unknown model {hp.model!r}; available models: {', '.join(sorted(MODELS))}")
-        if "num_classes" in inspect.signature(MODELS[hp.model].__init__).parameters:
+        accepted = inspect.signature(MODELS[hp.model].__init__).parameters
+        if "num_classes" in accepted:
             kwargs["num_classes"] = 1
+        if kwargs.get("encoder_spec") and "encoder_bands" in accepted and kwargs.get("encoder_bands") is None:
+            # Pretrained first layers are adapted band by band by name (B,G,R,N data gets the R, G,
+            # B kernels in its own order); smp's positional rule would read blue with the red kernel.
+            kwargs["encoder_bands"] = list(self.bands)
         self.model = build_model(hp.model, **kwargs)
         self.model_kwargs = kwargs
         if state is not None:
@@ -197,16 +232,70 @@ class ChangeDetectionTask(L.LightningModule):
                     "use the checkpoint's model kwargs"
                 ) from exc
             log.info("initialised %s from %s", hp.model, hp.init_from)
-        if hp.freeze_encoder:
-            frozen = 0
-            for name, parameter in self.model.named_parameters():
-                if name.startswith(ENCODER_PREFIXES):
-                    parameter.requires_grad_(False)
-                    frozen += 1
-            if frozen == 0:
-                raise InputError(
-                    f"freeze_encoder: model {hp.model!r} has no parameters named {', '.join(ENCODER_PREFIXES)}*; set it to false"
-                )
+        options = self._adaptation_options()
+        if options["mode"] != "full" and not hp.init_from and not is_pretrained(self.model, kwargs):
+            warnings.warn(
+                f"adaptation.mode {options['mode']!r} with a randomly initialised encoder: the frozen part stays random; "
+                "give pretrained weights (model.kwargs.encoder_spec / encoder_weights) or use mode 'full'",
+                stacklevel=2,
+            )
+        self.adaptation_report = apply_adaptation(self.model, model_name=hp.model, **options)
+        self._frozen = self.adaptation_report.frozen_modules
+
+    def _adaptation_options(self) -> dict[str, Any]:
+        """``AdaptationConfig`` values from ``hparams.adaptation`` with ``freeze_encoder`` as its old spelling."""
+        from deltacd.config import build_options
+        from deltacd.train.config import AdaptationConfig
+
+        hp = self.hparams
+        config = build_options(AdaptationConfig, dict(hp.adaptation or {}), source="adaptation")
+        if hp.freeze_encoder and config.mode not in ("full", "frozen"):
+            raise InputError(
+                f"freeze_encoder: true contradicts adaptation.mode {config.mode!r}; remove freeze_encoder"
+            )
+        mode = "frozen" if hp.freeze_encoder else config.mode
+        return {
+            "mode": mode,
+            "trainable_stages": config.trainable_stages,
+            "lora_rank": config.lora_rank,
+            "lora_alpha": config.lora_alpha,
+            "lora_targets": config.lora_targets,
+        }
+
+    def _use_encoder_normalisation(self) -> None:
+        """Replace the mean / std buffers by what the pretrained encoder (or the init_from checkpoint) expects."""
+        norm = encoder_normalisation(self.model)
+        spec = self._init_spec
+        if norm is None and spec is not None and tuple(spec.bands) == self.bands:
+            # a deltacd checkpoint rebuilds its encoder without the pretrained file: its own
+            # normalisation is what its weights expect
+            norm = spec.mean, spec.std
+        if norm is None:
+            raise InputError(
+                f"normalisation: 'encoder' but the encoder of {self.hparams.model!r} states no normalisation "
+                "(randomly initialised, or not a registry encoder); use normalisation: dataset, or pretrained "
+                "weights through model.kwargs.encoder_spec"
+            )
+        mean, std = norm
+        self.mean.copy_(torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.std.copy_(torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalisation_dn(self) -> tuple[list[float], list[float]]:
+        """The normalisation in use, ``(mean, std)`` per band in raw DN (what the checkpoint must record)."""
+        return [float(v) for v in self.mean.flatten()], [float(v) for v in self.std.flatten()]
+
+    def train(self, mode: bool = True) -> ChangeDetectionTask:
+        """``nn.Module.train``, then the adaptation's frozen modules back to eval mode."""
+        super().train(mode)
+        if mode and self.model is not None:
+            keep_frozen_in_eval(self.model, getattr(self, "_frozen", ()))
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores captured module modes around validation; keep the frozen ones in eval
+        # whatever path set them back
+        if self.model is not None:
+            keep_frozen_in_eval(self.model, self._frozen)
 
     def _initial_weights(self, init_from: str, name: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """Constructor kwargs and state dict to start from, with the first layer adapted to the bands."""
@@ -228,6 +317,7 @@ class ChangeDetectionTask(L.LightningModule):
         from deltacd.models.checkpoint import load_checkpoint
 
         loaded, spec = load_checkpoint(path)
+        self._init_spec = spec
         if spec.name != name:
             raise InputError(f"init_from: {path} is a {spec.name!r} model but model.name is {name!r}; set model.name: {spec.name}")
         state = loaded.state_dict()
