@@ -94,7 +94,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     first, second = source_tiles()
     print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, "
-          f"python {platform.python_version()}; method {args.method}; source tile {first.shape[2]}x{first.shape[1]} px")
+          f"python {platform.python_version()}; method {args.method}; source tile {first.shape[2]}x{first.shape[1]} px; "
+          f"load average {__import__('os').getloadavg()[0]:.2f} at start")
     header = f"{'size':>7s} {'MP':>6s} {'peak MiB':>9s} {'total s':>8s} {'MP/s':>6s} {'method s':>9s} {'total/method':>12s} {'polygons':>8s}"
     print(header)
     rows = []

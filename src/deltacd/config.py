@@ -16,10 +16,11 @@ from pydantic.dataclasses import dataclass
 
 from deltacd.errors import InputError
 
-_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+#: Every options class of deltacd forbids unknown keys, so a misspelt setting is an error, not a no-op.
+STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class DetectOptions:
     """Everything :func:`deltacd.detect` can be told, with working defaults.
 

@@ -18,13 +18,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 
 from deltacd import __version__
@@ -174,6 +175,18 @@ def prepare_pair(
     return PreparedPair(pair, inputs, report, radiometry, sample)
 
 
+#: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
+#: read, so memory would grow with the scene up to that cap; 512 MB keeps the peak flat (under
+#: 1 GB, benchmarks/scale.py) while the score and mask still fit in the cache on 10 000 px
+#: scenes (smaller caches slow the mask and COG stages). A GDAL_CACHEMAX set in the environment wins.
+GDAL_CACHE_MB = 512
+
+
+def gdal_env():
+    """GDAL settings of a run: the block cache capped at :data:`GDAL_CACHE_MB` unless the user set one."""
+    return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
 def detect(
     before: str | Path | list,
     after: str | Path | list,
@@ -223,7 +236,7 @@ def detect(
         opts = replace(opts, harmonise=getattr(method, "default_harmonise", "pif"))
     timings = _Timings()
     started = time.perf_counter()
-    with staged_output(out_dir, overwrite=overwrite) as staging:
+    with gdal_env(), staged_output(out_dir, overwrite=overwrite) as staging:
         workdir = staging / "_work"
         workdir.mkdir()
         prepared = prepare_pair(before, after, opts, workdir, timings)

@@ -33,13 +33,13 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 
-from deltacd.config import _STRICT
+from deltacd.config import STRICT
 from deltacd.errors import InputError
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class AugmentConfig:
     """Settings of :class:`PairAugmentation`; photometric amounts are in normalised units (band std).
 

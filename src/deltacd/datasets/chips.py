@@ -50,7 +50,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from deltacd.config import _STRICT, build_options
+from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, MissingInputError, OutputError
 from deltacd.datasets.manifest import (
     CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips,
@@ -66,7 +66,7 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 BINARY_CLASSES = {0: "no-change", 1: "change"}
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class SplitConfig:
     """How chips are divided into train / val / test (see the module docstring).
 
@@ -90,7 +90,7 @@ class SplitConfig:
     seed: int = 0
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class DatasetConfig:
     """Everything :func:`prepare_dataset` can be told (the keys of its YAML file).
 

@@ -61,7 +61,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from deltacd.config import _STRICT
+from deltacd.config import STRICT
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.bands import default_names, parse_bands
 from deltacd.io.grid import Grid
@@ -85,7 +85,7 @@ DAMAGE_CLASSES = {0: "background", 1: "no-damage", 2: "minor-damage", 3: "major-
 # --- settings ---------------------------------------------------------------------------------
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
 class ChipsSource:
     """A folder of co-registered image pairs and change masks (LEVIR-CD / DSIFN / WHU-CD layout).
 
@@ -122,7 +122,7 @@ class ChipsSource:
     split: SplitName | None = None
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
 class PolygonsSource:
     """A GeoTIFF pair and change polygons (GeoPackage, GeoJSON, Shapefile).
 
@@ -158,7 +158,7 @@ class PolygonsSource:
     split: SplitName | None = None
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
 class LandcoverSource:
     """A GeoTIFF pair and one land-cover map per date (e.g. two OCS GE editions).
 
@@ -194,7 +194,7 @@ class LandcoverSource:
     split: SplitName | None = None
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
 class XbdSource:
     """xBD / xView2 tiles: ``images/<id>_pre_disaster.png``, ``images/<id>_post_disaster.png`` and
     ``labels/<id>_post_disaster.json``.
@@ -221,7 +221,7 @@ class XbdSource:
     split: SplitName | None = None
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT, kw_only=True)
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
 class SingleDateSource:
     """Images of one date and their object or land-cover labels, turned into STAR change pairs
     (the method and its limits: :mod:`deltacd.datasets.single_date`).

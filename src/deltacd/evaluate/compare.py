@@ -36,12 +36,12 @@ from typing import Annotated, Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 
 from deltacd import __version__
-from deltacd.config import build_options
+from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, OutputError
 from deltacd.evaluate.evaluate import _json_clean, open_prediction_grid
 from deltacd.evaluate.metrics import BootstrapCI, ConfusionMatrix, block_bootstrap_ci_from_blocks, block_confusion_matrices
@@ -76,10 +76,9 @@ TRANSITIONS_CSV = "transitions.csv"
 AGREEMENT_PNG = "agreement.png"
 TRANSITIONS_PNG = "transitions.png"
 
-_STRICT = ConfigDict(extra="forbid")
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class CompareOptions:
     """Every option of :func:`compare` (CLI flags and YAML keys are these names).
 

@@ -49,13 +49,13 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
-from pydantic import ConfigDict, Field, PositiveInt
+from pydantic import Field, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 from scipy import ndimage
 
 from deltacd import __version__
-from deltacd.config import build_options
+from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, OutputError
 from deltacd.evaluate.metrics import (
     AreaStats,
@@ -97,8 +97,6 @@ BINARY_CI_METRICS = ("f1", "precision", "recall", "iou", "kappa", "accuracy")
 #: Multi-class scores that get a confidence interval (plus the F1 of each class).
 CLASS_CI_METRICS = ("accuracy", "kappa", "macro_f1", "mean_iou")
 
-#: Options classes forbid unknown keys, as deltacd.config's do.
-_STRICT = ConfigDict(extra="forbid")
 
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
@@ -113,7 +111,7 @@ _DELTACD_POLYGONS = "changes.gpkg"
 _DELTACD_RUN = "run.json"
 
 
-@pydantic_dataclass(frozen=True, config=_STRICT)
+@pydantic_dataclass(frozen=True, config=STRICT)
 class EvaluateOptions:
     """Every option of :func:`evaluate` (the CLI flags and YAML keys are these names).
 

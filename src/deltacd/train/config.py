@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic.dataclasses import dataclass
 
-from deltacd.config import build_options
+from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
@@ -45,13 +45,12 @@ __all__ = [
     "read_manifest",
 ]
 
-_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 #: Prefix of the authors' raw TinyCD state dicts in ``init_from`` (``"tinycd:PATH"``).
 TINYCD_PREFIX = "tinycd:"
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class ModelConfig:
     """The network to train.
 
@@ -77,7 +76,7 @@ class ModelConfig:
         return value
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class LossConfig:
     """The loss, chosen for rare change (changed pixels are often 1-10 % of a chip).
 
@@ -116,7 +115,7 @@ class LossConfig:
         return number
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class OptimizerConfig:
     """AdamW with a linear warm-up then cosine decay of the learning rate.
 
@@ -143,7 +142,7 @@ class OptimizerConfig:
     interval: Literal["step", "epoch"] = "step"
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class AdaptationConfig:
     """Which parameters of a (pretrained) encoder train; see :mod:`deltacd.train.adaptation`.
 
@@ -176,7 +175,7 @@ class AdaptationConfig:
     lora_targets: list[str] | None = None
 
 
-@dataclass(frozen=True, config=_STRICT)
+@dataclass(frozen=True, config=STRICT)
 class TrainConfig:
     """Everything :func:`deltacd.train.train` can be told.
 
