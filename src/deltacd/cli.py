@@ -253,6 +253,16 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark_few_label(args: argparse.Namespace) -> int:
+    from deltacd.benchmark.few_label import run_few_label
+
+    result = run_few_label(args.config, args.out, overwrite=args.overwrite)
+    print(result.markdown)
+    print(f"few_label.csv, few_label_summary.csv, few_label.md, few_label.png and few_label.json in {result.out_dir}/ "
+          f"({result.minutes:.1f} min)")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from deltacd.methods import METHODS
 
@@ -395,6 +405,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-runs", action="store_true", help="keep every run's detect outputs under OUT/runs/")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser("benchmark", help="benchmark protocols (few-label learning curves)", description=(
+        "Benchmark protocols a user can rerun on their own data."))
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    q = bench.add_parser("few-label", help="F1 against the number of labelled training chips", description=(
+        "Train every arm (scratch, ImageNet encoder, TinyCD-pretrained, single-date STAR labels) on N labelled chips "
+        "for each N and seed, add zero-shot, and score them on the test groups. CONFIG is a YAML file with the fields "
+        "of deltacd.benchmark.FewLabelConfig (examples/benchmark_few_label.yaml; examples/benchmark_few_label_cpu.yaml "
+        "for a 2-core CPU). Writes few_label.csv, few_label_summary.csv, few_label.md, few_label.png, few_label.json."))
+    q.add_argument("config", metavar="CONFIG", help="benchmark YAML file")
+    q.add_argument("-o", "--out", required=True, help="output folder")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_benchmark_few_label)
 
     p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)
