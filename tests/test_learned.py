@@ -178,6 +178,9 @@ def test_bands_are_picked_by_name_in_the_models_order(tmp_path):
     np.testing.assert_allclose(score, expected, atol=1e-5)
     assert method.select_bands(("B", "G", "R", "N")) == (2, 1, 0)
     assert method.select_bands(("blue", "green", "red", "nir")) == (2, 1, 0)  # canonical names match
+    s2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+    assert method.select_bands(s2) == (3, 2, 1)  # Sentinel-2 names: B04, B03, B02 stand for R, G, B
+    assert method.select_bands(("R", "G", "B", "B02")) == (0, 1, 2)  # a colour name present wins
 
 
 def test_checkpoint_bands_missing_from_images_fail_before_writing(tmp_path):

@@ -4,7 +4,8 @@ Bands are matched by name, never by position, so that a B,G,R,NIR image and an R
 are compared band for band. Names are canonicalised: ``BLUE``/``B`` -> ``B``, ``GREEN`` -> ``G``,
 ``RED`` -> ``R``, ``NIR``/``N`` -> ``N``, ``PAN``/``P`` -> ``PAN``; Sentinel-2 names keep their
 two-digit form (``B2`` -> ``B02``, ``B8A``). To compare Sentinel-2 with a 4-band VHR image,
-declare the Sentinel-2 bands as ``B,G,R,N``.
+declare the Sentinel-2 bands as ``B,G,R,N``. A model that needs colour names finds them on
+Sentinel-2 images through :data:`SENTINEL2_EQUIVALENT`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _S2_IN_FILENAME = re.compile(r"[_\-.]B(0[1-9]|1[0-2]|8A)(?=[_\-.]|$)", re.IGNORE
 
 #: Preference order when a method needs an RGB view (quicklooks, RGB-pretrained models).
 RGB = ("R", "G", "B")
+
+#: The Sentinel-2 band standing in for a colour name when a model asks for B, G, R or N and the
+#: images only have Sentinel-2 names (10 m bands; B08 rather than B8A for NIR, as in most RGBN stacks).
+SENTINEL2_EQUIVALENT = {"B": "B02", "G": "B03", "R": "B04", "N": "B08"}
 
 
 def canonical(name: str) -> str:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from deltacd.errors import InputError
-from deltacd.io.bands import canonical
+from deltacd.io.bands import SENTINEL2_EQUIVALENT, canonical
 from deltacd.methods.base import ChangeMethod
 from deltacd.models.checkpoint import ModelSpec, load_checkpoint
 from deltacd.postprocess.histogram import Histogram
@@ -224,14 +224,16 @@ class LearnedModel(ChangeMethod):
         """
         have = [canonical(b) for b in pair_bands]
         need = [canonical(b) for b in self.spec.bands]
-        missing = [b for b in need if b not in have]
+        # an RGB(N) model on Sentinel-2 band names: B02, B03, B04, B08 stand for B, G, R, N
+        found = [b if b in have else SENTINEL2_EQUIVALENT.get(b, b) for b in need]
+        missing = [b for b, f in zip(need, found, strict=True) if f not in have]
         if missing:
             where = f"{Path(self.source).name}: " if self.source else ""
             raise InputError(
                 f"{where}model needs bands {','.join(need)}; the images have {','.join(have)} (missing {','.join(missing)}); "
                 "declare the images' band order (bands_before/bands_after, e.g. B,G,R,N) or use a model trained on these bands"
             )
-        self._index = tuple(have.index(b) for b in need)
+        self._index = tuple(have.index(f) for f in found)
         return self._index
 
     def fit(self, sample: PixelSample) -> None:
