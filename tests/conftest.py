@@ -19,6 +19,21 @@ def data_dir() -> Path:
 
 # --- small GeoTIFFs with known content --------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    Their tensors are tiny: extra threads buy nothing, and on a busy 2-core machine OpenMP threads
+    spinning at barriers made each forward pass ~20x slower.
+    """
+    import torch  # only the modules that use torch pay for its import
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402

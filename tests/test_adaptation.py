@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from test_train import BANDS, SIDE, make_dataset
 
 # emitted inside Lightning with this torch version; train() itself filters it
 pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec.*"),
     pytest.mark.filterwarnings("ignore:adaptation.mode .* with a randomly initialised encoder"),
 ]
@@ -31,14 +31,6 @@ pytestmark = [
 LITE0 = {"encoder_spec": "efficientnet_lite0:imagenet"}
 VIT = {"encoder_spec": "timm:vit_tiny_patch16_224"}  # random weights: no pretrained ViT is shipped offline
 HEAD = ("decoder.", "segmentation_head.", "fuse.")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _task(model_kwargs: dict, adaptation: dict | None = None, **kwargs) -> ChangeDetectionTask:

@@ -27,13 +27,7 @@ from deltacd.models.siamese_unet import SiameseUNet
 CAT_CLASSES = {281, 282, 283, 284, 285}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Small tensors on a shared 2-core machine: extra intra-op threads only spin.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,20 +17,12 @@ from deltacd.models.siamese_unet import SiameseUNet
 
 NAMES = ["fc-ef", "fc-siam-conc", "fc-siam-diff", "siamese-unet", "bit"]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These tensors are tiny: intra-op threads buy nothing, and on a busy 2-core machine
-    # OpenMP threads spinning at barriers made each forward pass ~20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _side(model: nn.Module, at_least: int = 64) -> int:

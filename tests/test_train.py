@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -30,21 +29,12 @@ from deltacd.train.module import warmup_cosine_schedule
 from conftest import textured_scene, write_geotiff
 
 # emitted inside Lightning with this torch version; train() itself filters it
-pytestmark = pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec.*")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec.*")]
 
 REPO = Path(__file__).resolve().parents[1]
 BANDS = ("B", "G", "R", "N")
 SIDE = 32
 SPLITS = {"train": 8, "val": 2, "test": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # tiny tensors on a shared 2-core machine: extra intra-op threads only spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- a tiny dataset folder in the layout of `deltacd prepare-dataset` -------------------------

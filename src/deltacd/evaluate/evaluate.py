@@ -68,7 +68,15 @@ from deltacd.evaluate.metrics import (
     block_confusion_matrices,
     default_bin_edges,
 )
-from deltacd.evaluate.objects import OBJECT_TABLE_DTYPE, ObjectScores, label_objects, object_scores, rasterize_objects
+from deltacd.evaluate.objects import (
+    OBJECT_TABLE_DTYPE,
+    ObjectScores,
+    best_match,
+    detection_rates,
+    label_objects,
+    object_scores,
+    rasterize_objects,
+)
 from deltacd.evaluate.reference import (
     LabelCoding,
     LabelSource,
@@ -734,19 +742,6 @@ def _objects_from_polygons(pred, ref, pred_coding, ref_coding, grid, pred_polys,
     return scores, np.column_stack([cx, cy]), rows
 
 
-def _best(a: np.ndarray, b: np.ndarray, iou: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    best = np.zeros(n)
-    partner = np.full(n, -1, dtype=np.int64)
-    if iou.size:
-        order = np.lexsort((-iou, a))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = a[order][1:] != a[order][:-1]
-        sel = order[first]
-        best[a[sel]] = iou[sel]
-        partner[a[sel]] = b[sel]
-    return best, partner
-
-
 def polygon_object_scores(
     pred: np.ndarray, ref: np.ndarray, *, rule: Literal["iou", "overlap"], threshold: float, pixel_area_m2: float
 ) -> ObjectScores:
@@ -767,8 +762,8 @@ def polygon_object_scores(
         ri = pi = np.zeros(0, dtype=np.int64)
         inter = np.zeros(0)
     iou = inter / (area_r[ri] + area_p[pi] - inter) if inter.size else inter
-    best_r, partner_r = _best(ri, pi, iou, n_r)
-    best_p, partner_p = _best(pi, ri, iou, n_p)
+    best_r, partner_r = best_match(ri, pi, iou, n_r)
+    best_p, partner_p = best_match(pi, ri, iou, n_p)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov_r = np.minimum(np.bincount(ri, inter, minlength=n_r) / np.maximum(area_r, 1e-12), 1.0)
         cov_p = np.minimum(np.bincount(pi, inter, minlength=n_p) / np.maximum(area_p, 1e-12), 1.0)
@@ -783,12 +778,7 @@ def polygon_object_scores(
         return t
 
     n_found, n_matched = int(found_r.sum()), int(found_p.sum())
-    precision = n_matched / n_p if n_p else math.nan
-    recall = n_found / n_r if n_r else math.nan
-    if math.isnan(precision) or math.isnan(recall):
-        f1 = math.nan
-    else:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    precision, recall, f1 = detection_rates(n_found, n_r, n_matched, n_p)
     return ObjectScores(
         rule=rule, threshold=float(threshold), connectivity=None, n_reference=n_r, n_predicted=n_p, n_found=n_found,
         n_matched=n_matched, precision=precision, recall=recall, f1=f1,

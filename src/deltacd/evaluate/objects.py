@@ -180,7 +180,7 @@ def _drop_small(labels: np.ndarray, ids: np.ndarray, min_area_px: int) -> tuple[
     return new[labels], ids[keep[1:]]
 
 
-def _best(a_idx: np.ndarray, b_idx: np.ndarray, iou: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def best_match(a_idx: np.ndarray, b_idx: np.ndarray, iou: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per object of side a (0-based, n of them): best IoU and the 0-based index of its partner (-1 none)."""
     best = np.zeros(n, dtype=np.float64)
     partner = np.full(n, -1, dtype=np.int64)
@@ -193,6 +193,19 @@ def _best(a_idx: np.ndarray, b_idx: np.ndarray, iou: np.ndarray, n: int) -> tupl
         best[a_idx[sel]] = iou[sel]
         partner[a_idx[sel]] = b_idx[sel]
     return best, partner
+
+
+def detection_rates(n_found: int, n_reference: int, n_matched: int, n_predicted: int) -> tuple[float, float, float]:
+    """Object precision (matched / predicted), recall (found / reference) and their F1; NaN where a side is empty."""
+    precision = n_matched / n_predicted if n_predicted else math.nan
+    recall = n_found / n_reference if n_reference else math.nan
+    if math.isnan(precision) or math.isnan(recall):
+        f1 = math.nan
+    elif precision + recall == 0:
+        f1 = 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    return precision, recall, f1
 
 
 def object_scores(
@@ -284,8 +297,8 @@ def object_scores(
     ri, pi = keys // (n_p + 1) - 1, keys % (n_p + 1) - 1  # 0-based object indices
     iou = inter / (area_r[ri] + area_p[pi] - inter).astype(np.float64)
 
-    best_r, partner_r = _best(ri, pi, iou, n_r)
-    best_p, partner_p = _best(pi, ri, iou, n_p)
+    best_r, partner_r = best_match(ri, pi, iou, n_r)
+    best_p, partner_p = best_match(pi, ri, iou, n_p)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov_r = np.bincount(rb, minlength=n_r + 1)[1:] / np.maximum(area_r, 1)
         cov_p = np.bincount(pb, minlength=n_p + 1)[1:] / np.maximum(area_p, 1)
@@ -302,14 +315,7 @@ def object_scores(
         return t
 
     n_found, n_matched = int(found_r.sum()), int(found_p.sum())
-    precision = n_matched / n_p if n_p else math.nan
-    recall = n_found / n_r if n_r else math.nan
-    if math.isnan(precision) or math.isnan(recall):
-        f1 = math.nan
-    elif precision + recall == 0:
-        f1 = 0.0
-    else:
-        f1 = 2 * precision * recall / (precision + recall)
+    precision, recall, f1 = detection_rates(n_found, n_r, n_matched, n_p)
     return ObjectScores(
         rule=rule,
         threshold=float(threshold),
