@@ -104,6 +104,13 @@ def test_rasters_that_do_not_overlap_are_refused(tmp_path):
         align_pair(open_image(b), open_image(a))
 
 
+def test_unknown_output_crs_is_a_one_line_input_error(tmp_path):
+    data = np.ones((1, 10, 10), "uint16")
+    b = write_geotiff(tmp_path / "b.tif", data)
+    with pytest.raises(InputError, match=r"^crs 'EPSG:999999': not a CRS PROJ knows .*EPSG:2154") as info:
+        align_pair(open_image(b), open_image(b), crs="EPSG:999999")
+    assert "\n" not in str(info.value)
+
 def test_aoi_clips_the_grid_and_masks_outside(tmp_path):
     data = np.ones((1, 100, 100), "uint16")
     b = write_geotiff(tmp_path / "b.tif", data)

@@ -22,6 +22,7 @@ from pyproj.database import query_utm_crs_info
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import CRSError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -79,7 +80,10 @@ def _date_resolution(image: DateImage, crs: CRS) -> float:
 def target_crs(before: DateImage, crs: str | CRS | None = None) -> CRS:
     """The output CRS: ``crs`` if given, else the first date's CRS when projected, else its UTM zone."""
     if crs is not None:
-        return CRS.from_user_input(crs)
+        try:
+            return CRS.from_user_input(crs)
+        except CRSError as exc:
+            raise InputError(f"crs {crs!r}: not a CRS PROJ knows ({exc}); give one like EPSG:2154 or EPSG:5490") from exc
     if before.crs.is_projected and not before.sensor_geometry:
         return before.crs
     return utm_crs_for(_date_footprint(before, CRS.from_epsg(4326)))
