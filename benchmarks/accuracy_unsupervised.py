@@ -3,7 +3,8 @@
 Data (../shared/data): the 7 OSCD cities with all 13 Sentinel-2 bands (labels: 1 no change,
 2 change, on the 10 m band grid) and the 2 Landsat TM pairs (Nanjing, Taizhou; sample labels
 ``change.bmp`` / ``unchanged.bmp``, only their pixels count). Each pair goes through
-``deltacd.detect`` with default settings except the method; the change mask is compared with
+``deltacd.detect`` with default settings except the method and ``min_area_m2=0`` (the labels are
+per pixel); the change mask is compared with
 the labels pixel to pixel (OSCD: the output grid is the 10 m band grid in EPSG:4326, so no label
 is resampled). Prints one row per pair and the pooled (micro) scores per data set and method.
 
@@ -66,14 +67,18 @@ def landsat_cases():
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="folder for the detect outputs (default: a temporary folder)")
+    parser.add_argument("--harmonise", default="pif", choices=["pif", "histogram", "none"], help="detect's harmonisation (default pif)")
+    parser.add_argument("--pairs", nargs="+", help="only these pairs (e.g. Taizhou rennes); default: all")
     args = parser.parse_args()
     out_root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="deltacd-accuracy-"))
     pooled: dict[tuple[str, str], ConfusionMatrix] = {}
     print(f"{'data':8s} {'pair':12s} {'method':6s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'kappa':>6s} {'labelled px':>11s} {'thr':>8s}")
     for dataset, name, before, after, reference, labelled, options in [*oscd_cases(), *landsat_cases()]:
+        if args.pairs and name not in args.pairs:
+            continue
         for method in METHODS:
             result = deltacd.detect(before, after, out_root / f"{name}_{method}", method=method, overwrite=True,
-                                    min_area_m2=0, **options)
+                                    min_area_m2=0, harmonise=args.harmonise, **options)
             with rasterio.open(result.mask) as src:
                 mask = src.read(1)
             if mask.shape != reference.shape:
