@@ -377,7 +377,7 @@ def test_existing_output_is_refused_unless_overwrite(data_dir: Path, tmp_path: P
               "split": {"val_fraction": 0.0, "test_fraction": 0.0}}
     with pytest.raises(OutputError, match="exists"):
         prepare_dataset(config, out)
-    with pytest.raises(OutputError, match="not a deltacd dataset"):  # never deletes a folder that is not a dataset
+    with pytest.raises(OutputError, match="not a deltacd output folder"):  # never deletes a folder that is not a dataset
         prepare_dataset(config, out, overwrite=True)
     assert os.listdir(out) == ["keep.txt"]
     (out / "keep.txt").unlink()

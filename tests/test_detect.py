@@ -94,9 +94,15 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(scene_pair, tmp
     (out / "old.txt").write_text("keep me until a run succeeds")
     with pytest.raises(OutputError, match="out: output folder exists; pass --overwrite"):
         deltacd.detect(before, after, out)
-    assert (out / "old.txt").exists()
-    deltacd.detect(before, after, out, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "change_mask.tif").exists()
+    with pytest.raises(OutputError, match="not a deltacd output folder"):  # a user's folder is never replaced
+        deltacd.detect(before, after, out, overwrite=True)
+    assert (out / "old.txt").read_text() == "keep me until a run succeeds"
+    (out / "old.txt").unlink()
+    first = deltacd.detect(before, after, out, overwrite=True)  # an empty folder may be replaced
+    stamp = first.record["created_utc"]
+    second = deltacd.detect(before, after, out, overwrite=True, method="irmad")  # and a deltacd output
+    assert second.record["options"]["method"] == "irmad" and stamp
+    assert (out / "change_mask.tif").exists()
     assert _no_leftovers(tmp_path)
 
 

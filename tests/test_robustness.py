@@ -29,6 +29,7 @@ from deltacd.io.grid import Grid
 from deltacd.io.rasters import open_image
 from deltacd.prepare.align import align_pair
 from deltacd.prepare.coregistration import estimate_shift
+from deltacd.io.outputs import MARKER
 
 CHANGE = (40, 50, 30, 30)  # row, col, height, width of the changed box
 
@@ -227,7 +228,7 @@ def test_robustness_scores_a_known_change_and_writes_its_outputs(tmp_path, known
         before, after, reference, tmp_path / "out", method="cva", perturbations=["shift", "noise"],
         strengths={"shift": [2.0], "noise": [0.02]}, detect_options=FAST,
     )
-    assert {p.name for p in result.out_dir.iterdir()} == {"robustness.csv", "robustness.json", "robustness.png"}
+    assert {p.name for p in result.out_dir.iterdir()} == {"robustness.csv", "robustness.json", "robustness.png", MARKER}
     with result.csv.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["perturbation"], float(r["strength"])) for r in rows] == [("shift", 0), ("shift", 2), ("noise", 0), ("noise", 0.02)]

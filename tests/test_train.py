@@ -422,7 +422,7 @@ def test_config_used_reloads_to_the_same_config(trained) -> None:
 def test_existing_out_is_refused_then_replaced_with_overwrite(trained) -> None:
     result, config = trained
     before = (result.out_dir / "train_record.json").read_text()
-    with pytest.raises(OutputError, match="exists; choose another folder or pass overwrite"):
+    with pytest.raises(OutputError, match="output folder exists; pass --overwrite"):
         train(config, progress=False)
     assert (result.out_dir / "train_record.json").read_text() == before
 
@@ -431,7 +431,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_run(dataset, tmp_path) 
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(OutputError, match="is not a deltacd training run"):
+    with pytest.raises(OutputError, match="not a deltacd output folder"):
         train(_config(dataset, out), overwrite=True, progress=False)
     assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 

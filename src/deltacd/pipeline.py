@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -31,8 +30,9 @@ from rasterio.windows import Window
 from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
 from deltacd.engine.runner import EngineStats, predict_scene
-from deltacd.errors import DeltacdError, OutputError
+from deltacd.errors import DeltacdError
 from deltacd.io.grid import Grid
+from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.rasters import open_image
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
@@ -99,48 +99,6 @@ class _Timings(dict):
         start = time.perf_counter()
         yield
         self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
-
-
-@contextmanager
-def staged_output(out_dir: str | Path, *, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside ``out_dir``, renamed to it when the block succeeds, deleted otherwise.
-
-    Raises
-    ------
-    OutputError
-        ``out_dir`` exists and ``overwrite`` is False, or its parent cannot be written.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputError(f"{out_dir}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a folder; choose another output path")
-    parent = out_dir.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"{out_dir}: cannot write in {parent} ({exc.strerror}); choose a writable output folder") from exc
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it the usual permissions
-    if out_dir.exists():
-        trash = parent / f".{out_dir.name}.replaced"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(out_dir, trash)
-        os.replace(staging, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out_dir)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def prepare_pair(
@@ -236,7 +194,9 @@ def detect(
         opts = replace(opts, harmonise=getattr(method, "default_harmonise", "pif"))
     timings = _Timings()
     started = time.perf_counter()
-    with gdal_env(), staged_output(out_dir, overwrite=overwrite) as staging:
+    inputs = input_paths(before, after, opts.aoi, opts.dem, opts.model)
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
+    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs) as staging:
         workdir = staging / "_work"
         workdir.mkdir()
         prepared = prepare_pair(before, after, opts, workdir, timings)

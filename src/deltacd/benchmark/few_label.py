@@ -109,6 +109,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, MissingInputError
+from deltacd.io.outputs import check_output, staged_output
 
 log = logging.getLogger(__name__)
 
@@ -1021,10 +1022,7 @@ def run_few_label(
 
     cfg = load_few_label_config(config)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        from deltacd.errors import OutputError
-
-        raise OutputError(f"{out}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
+    check_output(out, overwrite=overwrite)
     work = Path(cfg.work_dir) if cfg.work_dir is not None else out.absolute().parent / f".{out.name}.work"
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -1047,9 +1045,7 @@ def _run(cfg: FewLabelConfig, out: Path, work: Path, *, overwrite: bool, started
          machine: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, float]:
     """The body of :func:`run_few_label`: datasets, runs, outputs in a staged folder."""
     from deltacd.datasets.manifest import load_manifest
-    from deltacd.pipeline import staged_output
-
-    with staged_output(out, overwrite=overwrite) as staging:
+    with staged_output(out, overwrite=overwrite, kind="benchmark-few-label") as staging:
         work.mkdir(parents=True, exist_ok=True)
         main = ensure_dataset(cfg.dataset, work, role="main", chip_size=cfg.chip_size)
         manifest = load_manifest(main)

@@ -30,14 +30,10 @@ import bisect
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
-import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,7 +47,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from deltacd.config import STRICT, build_options
-from deltacd.errors import InputError, MissingInputError, OutputError
+from deltacd.errors import InputError, MissingInputError
+from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.datasets.manifest import (
     CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips,
 )
@@ -235,7 +232,8 @@ def prepare_dataset(
     """
     cfg = load_config(config)
     out = Path(out_dir).absolute()
-    _check_output(out, overwrite)
+    inputs = _input_paths(cfg)
+    check_output(out, overwrite=overwrite, inputs=inputs)
     chip = cfg.chip_size
     stride = cfg.stride or chip
     block = cfg.split.block_size or 4 * chip
@@ -248,8 +246,7 @@ def prepare_dataset(
         plan = _plan(sources, chip, stride)
         targets = tuple(sorted({t for s in sources for t in s.targets}))
         target_classes = _merge_target_classes(sources, targets)
-        tmp, created = _make_temp(out)
-        try:
+        with staged_output(out, overwrite=overwrite, kind="dataset", inputs=inputs) as tmp:
             chips = _cut(plan, tmp, cfg, chip, block, bands, targets, progress)
             rule = _assign_splits(chips, sources, cfg.split, chip, block)
             for c in chips:
@@ -266,15 +263,6 @@ def prepare_dataset(
                 for c in kept
             ])
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-            _publish(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            for folder in reversed(created):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
-            raise
     finally:
         for source in sources:
             source.close()
@@ -285,17 +273,9 @@ def prepare_dataset(
 # --- steps ------------------------------------------------------------------------------------
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if not (out.exists() or out.is_symlink()):
-        return
-    if not overwrite:
-        raise OutputError(f"{out}: exists and won't be overwritten; choose another folder or pass overwrite=True (--overwrite)")
-    if not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder; remove it or choose another output folder")
-    if not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise OutputError(
-            f"{out}: not empty and not a deltacd dataset (no {MANIFEST}); refusing to replace it, choose another folder"
-        )
+def _input_paths(cfg: DatasetConfig) -> list[Path]:
+    """Every file or folder the sources read: the dataset folder may never replace one of them."""
+    return input_paths(*[getattr(source, f.name) for source in cfg.sources for f in fields(source)])
 
 
 def _common_bands(sources: list[OpenedSource]) -> tuple[tuple[str, ...], str]:
@@ -359,31 +339,6 @@ def _merge_target_classes(sources: list[OpenedSource], targets: tuple[str, ...])
                         "use one class table (classes) for every source"
                     )
     return merged
-
-
-def _make_temp(out: Path) -> tuple[Path, list[Path]]:
-    created = []
-    parent = out.parent
-    for folder in reversed([parent, *parent.parents]):
-        if not folder.exists():
-            created.append(folder)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot create the dataset folder ({exc}); choose a writable location") from exc
-    return tmp, created
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the complete temporary folder to ``out`` (replacing an old dataset last)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _cut(plan, tmp: Path, cfg: DatasetConfig, chip: int, block: int, bands: tuple[str, ...],

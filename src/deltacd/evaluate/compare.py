@@ -42,7 +42,7 @@ from rasterio.windows import Window
 
 from deltacd import __version__
 from deltacd.config import STRICT, build_options
-from deltacd.errors import InputError, OutputError
+from deltacd.errors import InputError
 from deltacd.evaluate.evaluate import _json_clean, open_prediction_grid
 from deltacd.evaluate.metrics import BootstrapCI, ConfusionMatrix, block_bootstrap_ci_from_blocks, block_confusion_matrices
 from deltacd.evaluate.reference import (
@@ -58,7 +58,7 @@ from deltacd.evaluate.reference import (
 )
 from deltacd.io.grid import Grid
 from deltacd.io.writers import RasterWriter
-from deltacd.pipeline import staged_output
+from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 
 log = logging.getLogger(__name__)
@@ -276,8 +276,8 @@ def compare(
     )
     ours, out_dir = Path(ours), Path(out_dir)
     lc_paths = (Path(landcover_before), Path(landcover_after))
-    if out_dir.exists() and not overwrite:
-        raise OutputError(f"{out_dir}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
+    inputs = input_paths(ours, *lc_paths, reference)
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
     declared = normalise_classes(opts.classes)
     bs = opts.block_size
     rs = opts.read_size or bs * max(1, 2048 // bs)
@@ -322,7 +322,7 @@ def compare(
         trans_labelled = np.zeros(n * n, dtype=np.int64)
         blocks_ours: list[np.ndarray] = []
         blocks_pcc: list[np.ndarray] = []
-        with staged_output(out_dir, overwrite=overwrite) as staging:
+        with staged_output(out_dir, overwrite=overwrite, kind="compare", inputs=inputs) as staging:
             with RasterWriter(
                 staging / AGREEMENT_TIF, grid, dtype="uint8", nodata=AGREEMENT_NODATA, overview_resampling="nearest",
                 description="0 neither, 1 only ours, 2 only PCC, 3 both",

@@ -56,7 +56,7 @@ from scipy import ndimage
 
 from deltacd import __version__
 from deltacd.config import STRICT, build_options
-from deltacd.errors import InputError, OutputError
+from deltacd.errors import InputError
 from deltacd.evaluate.metrics import (
     AreaStats,
     BootstrapCI,
@@ -90,7 +90,7 @@ from deltacd.evaluate.reference import (
     scan_values,
 )
 from deltacd.io.grid import Grid
-from deltacd.pipeline import staged_output
+from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 
 log = logging.getLogger(__name__)
@@ -400,8 +400,8 @@ def evaluate(
         source="evaluate options",
     )
     prediction, out_dir = Path(prediction), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputError(f"{out_dir}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
+    inputs = input_paths(prediction, reference, score, strata)
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
     declared = normalise_classes(opts.classes)
     bs = opts.block_size
     rs = opts.read_size or bs * max(1, 2048 // bs)
@@ -564,7 +564,7 @@ def evaluate(
         }
         metrics = _json_clean(metrics)
 
-        with staged_output(out_dir, overwrite=overwrite) as staging:
+        with staged_output(out_dir, overwrite=overwrite, kind="evaluate", inputs=inputs) as staging:
             (staging / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
             _write_csv(staging / METRICS_CSV, _csv_rows(metrics, binary))
             if objects_table is not None:

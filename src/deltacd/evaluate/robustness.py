@@ -91,7 +91,8 @@ from deltacd.evaluate.perturb import PERTURBATIONS, Perturbation, data_range_of,
 from deltacd.io.grid import Grid
 from deltacd.io.rasters import open_image
 from deltacd.methods import ChangeMethod
-from deltacd.pipeline import MASK_NODATA, DetectResult, detect, staged_output
+from deltacd.io.outputs import input_paths, staged_output
+from deltacd.pipeline import MASK_NODATA, DetectResult, detect
 from deltacd.prepare.align import align_pair
 
 log = logging.getLogger(__name__)
@@ -695,7 +696,8 @@ def robustness_study(
         if progress is not None:
             progress(done, total)
 
-    with staged_output(out_dir, overwrite=overwrite) as staging:
+    with staged_output(out_dir, overwrite=overwrite, kind="robustness",
+                       inputs=input_paths(*[(p.before, p.after, p.reference) for p in pairs])) as staging:
         workdir = staging / "_work"
         workdir.mkdir()
         keep = None
@@ -828,7 +830,8 @@ def cross_dataset(
     for pair in pairs:
         _detect_options(detect_options, pair.options)
     pair_rows: list[ScoreRow] = []
-    with staged_output(out_dir, overwrite=overwrite) as staging:
+    with staged_output(out_dir, overwrite=overwrite, kind="cross-dataset",
+                       inputs=input_paths(*[(p.before, p.after, p.reference) for p in pairs])) as staging:
         workdir = staging / "_work"
         workdir.mkdir()
         for i, pair in enumerate(pairs):

@@ -44,6 +44,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from deltacd.errors import InputError, OutputError
+from deltacd.io.outputs import STAGING_TAG, OutputLock, check_output, input_paths, publish, remove_stale_staging
 from deltacd.train.adaptation import merge_lora, rebuild_kwargs
 from deltacd.train.config import TrainConfig, load_train_config, read_manifest, resolve_adaptation
 from deltacd.train.datamodule import ChangeDataModule
@@ -143,6 +144,8 @@ def _torch_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
             # frozen encoder parts are in eval mode on purpose (adaptation modes): Lightning's notice is noise
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+            # the staging folder holds deltacd's staging tag; the CSV logger only writes metrics.csv beside it
+            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty.*")
             yield
     finally:
         torch.set_num_threads(threads)
@@ -185,16 +188,6 @@ def _prefixed(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {name: float(metrics[prefix + name]) for name in names if prefix + name in metrics}
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an existing ``out``, unless overwriting a previous run (never another kind of folder)."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise OutputError(f"out: {out} exists; choose another folder or pass overwrite=True (--overwrite)")
-    if not out.is_dir() or (any(out.iterdir()) and not (out / "train_record.json").is_file()):
-        raise OutputError(f"out: {out} exists and is not a deltacd training run; refusing to replace it, choose another folder")
-
-
 def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train a change-detection model and save it as a self-describing checkpoint.
 
@@ -222,7 +215,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
     """
     cfg = load_train_config(config)
     out = Path(cfg.out)
-    _check_output(out, overwrite)
+    inputs = input_paths(cfg.dataset, cfg.init_from)
+    if _is_global_zero():
+        check_output(out, overwrite=overwrite, inputs=inputs)
     manifest = read_manifest(cfg.dataset)
     bands = list(manifest.bands)
     mean, std = manifest.normalisation(bands)
@@ -232,11 +227,25 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
         else float(cfg.loss.pos_weight)
     )
 
-    run_dir = out.parent / f".{out.name}.partial"
+    # A fixed staging name, because DDP's child processes re-run this function and must find it;
+    # only the first process creates, publishes or removes it, holding the output's lock.
+    run_dir = out.parent / f".{out.name}.train.partial"
     global_zero = _is_global_zero()
+    lock = None
     if global_zero:
-        shutil.rmtree(run_dir, ignore_errors=True)  # leftover of an interrupted run
-        run_dir.mkdir(parents=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            lock = OutputLock(out).acquire()
+            remove_stale_staging(out)
+            run_dir.mkdir()
+            (run_dir / STAGING_TAG).write_text(f"pid {os.getpid()}\n")
+        except FileExistsError:
+            lock.release()
+            raise OutputError(f"{run_dir}: exists and was not made by this version of deltacd; remove it or choose another out") from None
+        except OSError as exc:
+            if lock is not None:
+                lock.release()
+            raise OutputError(f"out: cannot create {run_dir} ({exc.strerror}); choose a writable folder") from exc
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
@@ -312,11 +321,15 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
             "saved_parameters": sum(p.numel() for p in model.parameters()),
         }
         _write_outputs(run_dir, cfg, model, task, bands, mean, std, threshold, summary, started_at)
+        if global_zero:
+            publish(run_dir, out, overwrite=overwrite, kind="train", inputs=inputs)
     except BaseException:
         if global_zero:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    _replace(run_dir, out)
+    finally:
+        if lock is not None:
+            lock.release()
     log.info("trained %s: val F1 %.3f at threshold %.3f, %d epochs, %.1f min -> %s",
              cfg.model.name, best_val_f1, threshold, epochs_run, minutes, out)
     return TrainResult(
@@ -448,20 +461,3 @@ def _warn_if_far(mean: list[float], std: list[float], task: ChangeDetectionTask,
             "(e.g. 12-bit DN vs 8-bit); use normalisation: dataset or convert the data",
             stacklevel=3,
         )
-
-
-def _replace(run_dir: Path, out: Path) -> None:
-    """Rename the finished run folder to ``out``; an existing ``out`` is removed only after."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    try:
-        run_dir.rename(out)
-    except OSError as exc:
-        if old is not None:
-            old.rename(out)
-        raise OutputError(f"out: cannot create {out} ({exc}); check the folder's permissions") from exc
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
