@@ -10,7 +10,6 @@ the output folder and renamed at the end, so a failed run leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -34,6 +33,7 @@ from deltacd.errors import DeltacdError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.rasters import open_image
+from deltacd.io.records import write_json
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
 from deltacd.postprocess.histogram import Histogram
@@ -235,7 +235,7 @@ def detect(
             timings["method_inside_predict"] = round(engine.method_s, 3)
             timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
             record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist)
-            (staging / RUN_RECORD).write_text(json.dumps(record, indent=2, default=_json_default))
+            write_json(staging / RUN_RECORD, record)
     return DetectResult(Path(out_dir), record)
 
 
@@ -292,13 +292,3 @@ def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels,
         "timings_s": dict(timings),
         "outputs": {"score": SCORE, "mask": MASK, "polygons": POLYGONS, "quicklook": QUICKLOOK},
     }
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -110,6 +110,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.outputs import check_output, staged_output
+from deltacd.io.records import write_json
 
 log = logging.getLogger(__name__)
 
@@ -1085,5 +1086,5 @@ def _run(cfg: FewLabelConfig, out: Path, work: Path, *, overwrite: bool, started
                       "test": {g: len(c) for g, c in tests.items()}},
             "machine": machine, "work_dir": str(work), "outputs": list(OUTPUTS),
         }
-        (staging / "few_label.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        write_json(staging / "few_label.json", record)
     return rows, summary, markdown, minutes

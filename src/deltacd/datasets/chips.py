@@ -27,7 +27,6 @@ The folder is written under a temporary name beside ``out_dir`` and renamed when
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import math
 import warnings
@@ -47,12 +46,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from deltacd.config import STRICT, build_options
+from deltacd.datasets.manifest import CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips
+from deltacd.datasets.sources import OpenedSource, Scene, SourceConfig, open_source
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.outputs import check_output, input_paths, staged_output
-from deltacd.datasets.manifest import (
-    CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips,
-)
-from deltacd.datasets.sources import OpenedSource, Scene, SourceConfig, open_source
+from deltacd.io.records import write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +260,7 @@ def prepare_dataset(
                 ChipRecord(c.id, c.split, c.source.index, c.source.name, c.scene.name, c.row, c.col, c.block, c.pair_of)
                 for c in kept
             ])
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            write_json(tmp / MANIFEST, manifest)
     finally:
         for source in sources:
             source.close()

@@ -23,7 +23,6 @@ field (rasterised with the pixel-centre rule, or all-touched); see :mod:`deltacd
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -43,8 +42,13 @@ from rasterio.windows import Window
 from deltacd import __version__
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError
-from deltacd.evaluate.evaluate import _json_clean, open_prediction_grid
-from deltacd.evaluate.metrics import BootstrapCI, ConfusionMatrix, block_bootstrap_ci_from_blocks, block_confusion_matrices
+from deltacd.evaluate.evaluate import open_prediction_grid
+from deltacd.evaluate.metrics import (
+    BootstrapCI,
+    ConfusionMatrix,
+    block_bootstrap_ci_from_blocks,
+    block_confusion_matrices,
+)
 from deltacd.evaluate.reference import (
     LabelCoding,
     LabelSource,
@@ -57,8 +61,9 @@ from deltacd.evaluate.reference import (
     scan_values,
 )
 from deltacd.io.grid import Grid
-from deltacd.io.writers import RasterWriter
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.records import to_json_value, write_json
+from deltacd.io.writers import RasterWriter
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 
 log = logging.getLogger(__name__)
@@ -410,8 +415,8 @@ def compare(
                 "transitions": transitions,
                 "agreement_polygons": int(len(polygons)),
             }
-            summary = _json_clean(summary)
-            (staging / COMPARE_JSON).write_text(json.dumps(summary, indent=2))
+            summary = to_json_value(summary)
+            write_json(staging / COMPARE_JSON, summary)
             _write_transitions(staging / TRANSITIONS_CSV, transitions)
             if opts.figures:
                 from deltacd.report import figures as fig

@@ -91,6 +91,7 @@ from deltacd.evaluate.reference import (
 )
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.records import to_json_value, write_json
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 
 log = logging.getLogger(__name__)
@@ -562,10 +563,10 @@ def evaluate(
             "score": score_out,
             "strata": strata_out or None,
         }
-        metrics = _json_clean(metrics)
+        metrics = to_json_value(metrics)
 
         with staged_output(out_dir, overwrite=overwrite, kind="evaluate", inputs=inputs) as staging:
-            (staging / METRICS_JSON).write_text(json.dumps(metrics, indent=2))
+            write_json(staging / METRICS_JSON, metrics)
             _write_csv(staging / METRICS_CSV, _csv_rows(metrics, binary))
             if objects_table is not None:
                 _write_objects_csv(staging / OBJECTS_CSV, objects_table)
@@ -815,26 +816,6 @@ def _plain(opts: EvaluateOptions) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(opts)
-
-
-def _json_clean(value: Any) -> Any:
-    """Strict-JSON copy: NaN/inf -> None, numpy scalars -> Python, tuples -> lists, keys -> str."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_json_clean(v) for v in value.tolist()]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 CSV_FIELDS = ("level", "metric", "class", "stratum", "value", "ci_low", "ci_high")

@@ -64,7 +64,6 @@ References
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import shutil
@@ -89,9 +88,10 @@ from deltacd.errors import DeltacdError, InputError, MissingInputError
 from deltacd.evaluate.metrics import ConfusionMatrix, metric_from_counts
 from deltacd.evaluate.perturb import PERTURBATIONS, Perturbation, data_range_of, get_perturbation
 from deltacd.io.grid import Grid
-from deltacd.io.rasters import open_image
-from deltacd.methods import ChangeMethod
 from deltacd.io.outputs import input_paths, staged_output
+from deltacd.io.rasters import open_image
+from deltacd.io.records import dumps
+from deltacd.methods import ChangeMethod
 from deltacd.pipeline import MASK_NODATA, DetectResult, detect
 from deltacd.prepare.align import align_pair
 
@@ -973,20 +973,5 @@ def _describe_input(value: Any) -> Any:
     return str(value)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy scalars -> Python, paths -> str."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _dumps(data: dict) -> str:
-    return json.dumps(_clean(data), indent=2, default=str)
+    return dumps(data)

@@ -20,7 +20,6 @@ existing ``out`` is refused unless ``overwrite=True``, and then replaced only af
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -45,6 +44,7 @@ from torch import nn
 
 from deltacd.errors import InputError, OutputError
 from deltacd.io.outputs import STAGING_TAG, OutputLock, check_output, input_paths, publish, remove_stale_staging
+from deltacd.io.records import write_json
 from deltacd.train.adaptation import merge_lora, rebuild_kwargs
 from deltacd.train.config import TrainConfig, load_train_config, read_manifest, resolve_adaptation
 from deltacd.train.datamodule import ChangeDataModule
@@ -440,7 +440,7 @@ def _write_outputs(
         **summary,
         "outputs": {"model": "model.safetensors", "metrics": "metrics.csv", "config": "config_used.yaml"},
     }
-    (run_dir / "train_record.json").write_text(json.dumps(record, indent=2, default=str))
+    write_json(run_dir / "train_record.json", record)
 
 
 def _encoder_summary(task: ChangeDetectionTask) -> dict[str, Any] | None:
