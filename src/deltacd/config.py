@@ -6,12 +6,13 @@ or a keyword argument is an error that names the key, never a silently ignored s
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import ConfigDict, PositiveFloat, PositiveInt, ValidationError
-from pydantic import NonNegativeFloat, NonNegativeInt
+from pydantic import ConfigDict, Field, FiniteFloat, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
 from deltacd.errors import InputError
@@ -56,13 +57,22 @@ class DetectOptions:
     coregistration
         ``"report"`` measures the residual shift, ``"correct"`` also removes it, ``"off"`` skips it.
     threshold
-        ``"auto"`` (the method's rule: Otsu for CVA, chi-square quantile for IR-MAD) or a score value.
+        ``"auto"`` (the method's rule: Otsu for CVA, chi-square quantile for IR-MAD) or a score value
+        inside the range the method can produce (checked before any work).
     min_area_m2
         Minimum mapping unit of the change polygons, square metres.
     morphology_radius_px
         Disk radius of the opening + closing applied to the change mask (0: none).
     tile_size, overlap, batch_size
-        Engine tiling: tile side (px), overlap between tiles (px, default from the method), tiles per batch.
+        Engine tiling: tile side (px, at least 16), overlap between tiles (px, default from the method),
+        tiles per batch. A tile size whose batches cannot fit in memory is refused before any work.
+    nodata_before, nodata_after
+        Nodata value of each input, overriding (or supplying) the one in the file. Non-finite
+        values (NaN, inf) of float inputs are always no data.
+    model_resolution
+        Resolution (m) the network runs at: ``"auto"`` (default) the ground sampling distance the
+        checkpoint was trained at, when it records one (the pair is resampled to it and the score
+        back to the output grid); ``"grid"`` the output grid as is; or a number of metres.
     sample_pixels
         Pixels drawn over the scene for statistics and fitting.
     seed
@@ -83,14 +93,20 @@ class DetectOptions:
     dem: Path | None = None
     harmonise: Literal["auto", "pif", "histogram", "none"] = "auto"
     coregistration: Literal["report", "correct", "off"] = "report"
-    threshold: float | Literal["auto"] = "auto"
+    threshold: FiniteFloat | Literal["auto"] = "auto"
     min_area_m2: NonNegativeFloat = 12.0
     morphology_radius_px: NonNegativeInt = 0
-    tile_size: PositiveInt = 512
+    tile_size: Annotated[int, Field(ge=16)] = 512
     overlap: NonNegativeInt | None = None
     batch_size: PositiveInt = 4
     sample_pixels: PositiveInt = 250_000
     seed: int = 0
+    nodata_before: float | None = None
+    nodata_after: float | None = None
+    model_resolution: PositiveFloat | Literal["auto", "grid"] = "auto"
+
+    #: Keys accepted in YAML files and keyword arguments under the name of their command-line flag.
+    aliases: ClassVar[dict[str, str]] = {"min_area": "min_area_m2", "morphology": "morphology_radius_px"}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -98,12 +114,24 @@ class DetectOptions:
 
 T = TypeVar("T")
 
+_UNION_BRANCH = re.compile(r"^(float|int|str|bool|none|dict|list|tuple|path|constrained-[a-z]+|[a-z-]+\[.*\])$")
+
 
 def build_options(cls: type[T], values: dict[str, Any], *, source: str = "options") -> T:
     """Validate ``values`` into ``cls``; any problem becomes a one-line :class:`InputError`.
 
     ``source`` names where the values came from (a YAML file, "detect()") for the message.
     """
+    aliases = getattr(cls, "aliases", {})
+    renamed: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")  # YAML keys may be spelt as the flags: tile-size
+        name = aliases.get(name, name)
+        if name in renamed:
+            raise InputError(f"{source}: {spelt[name]} and {key} name the same setting; give it once")
+        renamed[name], spelt[name] = value, str(key)
+    values = renamed
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -112,5 +140,6 @@ def build_options(cls: type[T], values: dict[str, Any], *, source: str = "option
         return cls(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "?"
+        # the loc path names fields and list indexes, and for a union also the branch tried ("float")
+        key = ".".join(str(p) for p in error["loc"] if not _UNION_BRANCH.match(str(p))) or "?"
         raise InputError(f"{source}: setting {key}: {error['msg']} (got {error.get('input')!r})") from None

@@ -7,11 +7,13 @@ writes what it returns. Scene-wide state (statistics, a fitted transform) is lea
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 
+from deltacd.errors import InputError
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.threshold import otsu_threshold
 from deltacd.prepare.sampling import PixelSample
@@ -31,12 +33,23 @@ class ChangeMethod(ABC):
         Tile height and width must be multiples of this (networks with pooling levels).
     score_units
         What the score means, written into run.json and the raster's description.
+    score_range
+        ``(low, high)``: every score the method can produce lies in ``[low, high]``; a given
+        threshold must lie in ``[low, high)``, or it would flag everything or nothing.
+    threshold_rule
+        Name of the automatic threshold rule, for run.json and the console ("Otsu").
+    work_bytes_per_pixel
+        Memory the method needs per pixel of a batch beyond its inputs (activations of a
+        network), for the up-front check of the tile size.
     """
 
     name: ClassVar[str]
     context: ClassVar[int] = 0
     size_multiple: ClassVar[int] = 1
     score_units: ClassVar[str] = "change score"
+    score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    threshold_rule: ClassVar[str] = "Otsu"
+    work_bytes_per_pixel: ClassVar[int] = 16
 
     def fit(self, sample: PixelSample) -> None:  # noqa: B027 - optional hook
         """Learn scene-wide state from pixels of the whole scene (optional)."""
@@ -59,6 +72,15 @@ class ChangeMethod(ABC):
     def auto_threshold(self, hist: Histogram) -> float:
         """The method's own threshold rule on the scene's score histogram (Otsu by default)."""
         return otsu_threshold(hist)
+
+    def check_threshold(self, value: float) -> None:
+        """Raise :class:`InputError` when a given threshold lies outside what the method can produce."""
+        low, high = self.score_range
+        if not (math.isfinite(value) and low <= value < high):
+            raise InputError(
+                f"threshold: {value:g} lies outside the scores {self.name} produces ({self.score_units}, "
+                f"[{low:g}, {high:g}]): it would flag every pixel or none; give a value in [{low:g}, {high:g}) or 'auto'"
+            )
 
     def describe(self) -> dict:
         """Parameters and fitted state, JSON-serialisable, for run.json."""

@@ -15,6 +15,8 @@ misregistration all raise the magnitude; harmonise radiometry and co-register fi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from deltacd.methods.base import ChangeMethod
@@ -26,6 +28,7 @@ class CVA(ChangeMethod):
 
     name = "cva"
     score_units = "CVA magnitude (robust standard deviations of date 1)"
+    score_range = (0.0, math.inf)
 
     def __init__(self) -> None:
         self.scale: np.ndarray | None = None

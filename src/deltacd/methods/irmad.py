@@ -21,6 +21,7 @@ standardised difference; large changed areas bias the first iterations.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 from scipy.linalg import eigh
@@ -58,6 +59,11 @@ class IRMAD(ChangeMethod):
 
     name = "irmad"
     score_units = "IR-MAD chi-square statistic (degrees of freedom = number of bands)"
+    score_range = (0.0, math.inf)
+
+    @property
+    def threshold_rule(self) -> str:
+        return f"chi-square {self.chi2_quantile:g} quantile"
 
     def __init__(
         self,

@@ -144,6 +144,9 @@ class LearnedModel(ChangeMethod):
     name = "model"
     context = 32
     score_units = "change probability"
+    score_range = (0.0, 1.0)
+    threshold_rule = "stored with the model (chosen on validation)"
+    work_bytes_per_pixel = 4096  # activations of the network on both dates
 
     def __init__(
         self,

@@ -40,3 +40,18 @@ def chi2_threshold(quantile: float, dof: int) -> float:
     if not 0 < quantile < 1:
         raise ValueError(f"chi2 quantile must lie in (0, 1); got {quantile}")
     return float(chi2.ppf(quantile, dof))
+
+
+
+def capped_threshold(hist: Histogram, threshold: float, max_fraction: float) -> float:
+    """``threshold`` raised, if needed, so that at most ``max_fraction`` of the scene lies above it.
+
+    A no-change prior: in the scenes deltacd maps, change is occasional, so a rule that flags
+    more than ``max_fraction`` of the valid pixels is taken to have split the no-change
+    distribution rather than found change (see ``benchmarks/zero_shot_threshold.py``).
+    """
+    if not 0 < max_fraction <= 1:
+        raise ValueError(f"max_fraction must lie in (0, 1]; got {max_fraction}")
+    if hist.total == 0:
+        return threshold
+    return max(float(threshold), hist.quantile(1.0 - max_fraction))
