@@ -16,7 +16,8 @@ from deltacd.models.checkpoint import ModelSpec, load_checkpoint, read_spec, sav
 from deltacd.models.encoders import build_encoder
 from deltacd.models.registry import build_model
 from deltacd.train import ChangeDetectionTask, TrainConfig, train
-from deltacd.train.adaptation import encoder_stages, merge_lora, rebuild_kwargs
+from deltacd.models.checkpoint import offline_kwargs
+from deltacd.train.adaptation import encoder_stages, merge_lora
 from deltacd.train.config import resolve_adaptation
 
 from test_train import BANDS, SIDE, make_dataset
@@ -191,7 +192,7 @@ def test_merged_lora_model_rebuilds_from_its_checkpoint_and_reproduces_the_adapt
         assert not torch.allclose(model_without(*x), adapted, atol=1e-4)  # the adapters matter
     assert merge_lora(model) == 24
     assert not any(".lora_" in k or "base_layer" in k for k in model.state_dict())
-    kwargs = rebuild_kwargs(task.model_kwargs)
+    kwargs = offline_kwargs(task.model_kwargs)
     assert kwargs["encoder_weights"] == "random"
     spec = ModelSpec("siamese-unet", kwargs, BANDS, (1000.0,) * 4, (500.0,) * 4)
     path = save_checkpoint(tmp_path / "lora.safetensors", model, spec)
@@ -222,9 +223,9 @@ def test_encoder_normalisation_is_the_weights_own_mapped_to_the_bands() -> None:
 
 
 def test_checkpoint_kwargs_never_need_the_pretrained_file() -> None:
-    assert rebuild_kwargs({"encoder_spec": "efficientnet_lite0:imagenet", "encoder_weights": None})["encoder_weights"] == "random"
-    assert rebuild_kwargs({"encoder_name": "resnet18", "encoder_weights": "imagenet"})["encoder_weights"] is None
-    assert rebuild_kwargs({"dropout": 0.1}) == {"dropout": 0.1}
+    assert offline_kwargs({"encoder_spec": "efficientnet_lite0:imagenet", "encoder_weights": None})["encoder_weights"] == "random"
+    assert offline_kwargs({"encoder_name": "resnet18", "encoder_weights": "imagenet"})["encoder_weights"] is None
+    assert offline_kwargs({"dropout": 0.1}) == {"dropout": 0.1}
 
 
 # --- end to end ------------------------------------------------------------------------------

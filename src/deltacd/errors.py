@@ -26,3 +26,11 @@ class OutputError(DeltacdError, OSError):
 
 class OfflineError(DeltacdError, RuntimeError):
     """Weights or data would have to be downloaded, and no local file was given."""
+
+
+class MissingDependencyError(DeltacdError, ImportError):
+    """An optional part of deltacd is used without the packages it needs (``deltacd[learn]``)."""
+
+
+class DeltacdWarning(UserWarning):
+    """Something the user should know about a run that still completed (recorded in run.json)."""

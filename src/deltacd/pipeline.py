@@ -11,10 +11,11 @@ the output folder and renamed at the end, so a failed run leaves nothing behind.
 from __future__ import annotations
 
 import logging
+import math
 import os
-import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -28,12 +29,14 @@ from rasterio.windows import Window
 
 from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
-from deltacd.engine.runner import EngineStats, predict_scene
-from deltacd.errors import DeltacdError
+from deltacd.engine.regrid import grid_at_resolution, read_on_grid, write_strips
+from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
+from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
-from deltacd.io.rasters import open_image
-from deltacd.io.records import write_json
+from deltacd.io.rasters import DateImage, open_image
+from deltacd.io.records import environment, write_json
+from deltacd.io.runlog import RunLog
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
 from deltacd.postprocess.histogram import Histogram
@@ -101,13 +104,20 @@ class _Timings(dict):
         self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
+def open_pair(before: str | Path | list, after: str | Path | list, options: DetectOptions) -> tuple[DateImage, DateImage]:
+    """Read both dates' metadata and band names (nothing is read from the pixels yet)."""
+    first = open_image(before, bands=options.bands_before, label="before", rpc_height=options.rpc_height,
+                       dem=options.dem, nodata=options.nodata_before)
+    second = open_image(after, bands=options.bands_after, label="after", rpc_height=options.rpc_height,
+                        dem=options.dem, nodata=options.nodata_after)
+    return first, second
+
+
 def prepare_pair(
-    before: str | Path | list, after: str | Path | list, options: DetectOptions, workdir: Path, timings: _Timings
+    first: DateImage, second: DateImage, options: DetectOptions, workdir: Path, timings: _Timings,
+    progress: StageProgress | None = None,
 ) -> PreparedPair:
-    """Open, orthorectify, align, co-register and harmonise both dates."""
-    with timings.stage("open"):
-        first = open_image(before, bands=options.bands_before, label="before", rpc_height=options.rpc_height, dem=options.dem)
-        second = open_image(after, bands=options.bands_after, label="after", rpc_height=options.rpc_height, dem=options.dem)
+    """Orthorectify, align, co-register and harmonise both dates."""
     inputs = {"before": first.describe(), "after": second.describe()}
     if first.sensor_geometry or second.sensor_geometry:
         with timings.stage("orthorectify"):
@@ -119,18 +129,42 @@ def prepare_pair(
     report = None
     if options.coregistration != "off":
         with timings.stage("coregistration"):
-            report = estimate_shift(pair)
-        if options.coregistration == "correct" and report.blocks_used:
+            report = estimate_shift(pair, progress=_stage(progress, "co-registration"))
+        if report.blocks_measured and not report.reliable:
+            warnings.warn(
+                f"co-registration unreliable: only {report.blocks_used} of {report.blocks_measured} blocks agree on the "
+                f"shift ({report.dx:+.2f}, {report.dy:+.2f} px)" + ("; it was not applied" if options.coregistration == "correct" else "")
+                + "; check the pair covers the same area, or co-register it yourself", DeltacdWarning, stacklevel=2)
+        if options.coregistration == "correct" and report.reliable:
             pair = pair.replace(after_shift=(report.dx, report.dy))
             report = replace(report, corrected=True)
     with timings.stage("radiometry"):
-        sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed)
+        sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed, progress=_stage(progress, "sampling"))
         harmoniser = fit_harmoniser(sample, options.harmonise)
         if harmoniser is not None:
             pair = pair.replace(after_transform=harmoniser)
             sample = PixelSample(sample.bands, sample.before, harmoniser(sample.after))
     radiometry = harmoniser.describe() if harmoniser else {"rule": "none"}
     return PreparedPair(pair, inputs, report, radiometry, sample)
+
+
+def build_method(options: DetectOptions, method_instance: ChangeMethod | None = None) -> ChangeMethod:
+    """The method of a run: ``method_instance``, the checkpoint ``options.model``, or ``options.method`` by name."""
+    if method_instance is not None:
+        return method_instance
+    if options.model:
+        from deltacd.methods.learned import LearnedModel  # torch is imported only when a model is asked for
+
+        return LearnedModel.from_file(options.model, device=options.device, tta=options.tta)
+    return get_method(options.method, **(options.method_options or {}))
+
+
+def check_settings(method: ChangeMethod, options: DetectOptions, first: DateImage, second: DateImage) -> None:
+    """Every check that needs no pixel, before any work: threshold range, tile memory."""
+    if options.threshold != "auto":
+        method.check_threshold(float(options.threshold))
+    check_tile_memory(method, tile_size=options.tile_size, batch_size=options.batch_size,
+                      bands=max(len(first.names), len(second.names)))
 
 
 #: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
@@ -185,35 +219,33 @@ def detect(
         Bad input or output location, with a one-line message naming the file or setting.
     """
     opts = build_options(DetectOptions, options, source="detect options")
-    if method_instance is None and opts.model:
-        from deltacd.methods.learned import LearnedModel  # torch is imported only when a model is asked for
-
-        method_instance = LearnedModel.from_file(opts.model, device=opts.device, tta=opts.tta)
-    method = method_instance or get_method(opts.method, **(opts.method_options or {}))
+    method = build_method(opts, method_instance)
     if opts.harmonise == "auto":
         opts = replace(opts, harmonise=getattr(method, "default_harmonise", "pif"))
     timings = _Timings()
     started = time.perf_counter()
     inputs = input_paths(before, after, opts.aoi, opts.dem, opts.model)
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs) as staging:
+    with timings.stage("open"):
+        first, second = open_pair(before, after, opts)
+    check_settings(method, opts, first, second)
+    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs) as staging, \
+            RunLog(staging) as run_log:
         workdir = staging / "_work"
         workdir.mkdir()
-        prepared = prepare_pair(before, after, opts, workdir, timings)
+        prepared = prepare_pair(first, second, opts, workdir, timings, progress)
         pair = prepared.pair
         with pair:
             with timings.stage("fit"):
                 method.fit(prepared.sample)
             grid = pair.grid
+            run_res, resolution = network_resolution(method, opts, grid)
             hist = Histogram()
             valid_pixels = 0
             engine = EngineStats()
             with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score:
                 with timings.stage("predict"):
-                    for window, values in predict_scene(
-                        pair, method, tile_size=opts.tile_size, overlap=opts.overlap, batch_size=opts.batch_size,
-                        progress=_stage(progress, "detect"), stats=engine,
-                    ):
+                    for window, values in score_strips(pair, method, opts, run_res, workdir, progress, engine):
                         score.write(window, values)
                         hist.update(values)
                         valid_pixels += int(np.isfinite(values).sum())
@@ -224,19 +256,82 @@ def detect(
                         progress=_stage(progress, "polygons"),
                     )
                 with timings.stage("mask"):
-                    changed_pixels = _write_mask(staging / MASK, grid, polygons, score.read)
+                    changed_pixels = _write_mask(staging / MASK, grid, polygons, score.read, progress=_stage(progress, "mask"))
                 with timings.stage("cog"):
                     score.finish()
             with timings.stage("outputs"):
                 polygons.to_file(staging / POLYGONS, driver="GPKG", layer="changes")
                 write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
+            warn_if_mostly_changed(changed_pixels, valid_pixels, rule)
             shutil.rmtree(workdir)
             timings["total"] = round(time.perf_counter() - started, 3)
             timings["method_inside_predict"] = round(engine.method_s, 3)
             timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
-            record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist)
+            record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings,
+                                 hist, resolution, run_log.warnings)
             write_json(staging / RUN_RECORD, record)
     return DetectResult(Path(out_dir), record)
+
+
+#: A trained network runs at the scene's resolution when it is within these ratios of its training one:
+#: nominal resolutions are approximate (LEVIR-CD's "0.5 m" is 0.52-0.59 m on the ground).
+SAME_RESOLUTION = (0.8, 1.25)
+#: Beyond these ratios the scene is far from what the network learnt, resampled or not: a warning.
+FAR_RESOLUTION = (2 / 3, 1.5)
+
+
+def network_resolution(method: ChangeMethod, options: DetectOptions, grid: Grid) -> tuple[float | None, dict[str, Any] | None]:
+    """The resolution (m) a trained network runs at when it is not the output grid's, and its record for run.json.
+
+    ``options.model_resolution``: ``"auto"`` the checkpoint's training resolution (when known),
+    ``"grid"`` the output grid, or metres. Warns when the scene is far from the training resolution.
+    """
+    if not hasattr(method, "gsd_m"):
+        return None, None
+    scene, trained = grid.res_m, method.gsd_m
+    wanted = {"grid": None, "auto": trained}.get(options.model_resolution, options.model_resolution)
+    run = None
+    if wanted is not None and not SAME_RESOLUTION[0] <= scene / float(wanted) <= SAME_RESOLUTION[1]:
+        run = float(wanted)
+    if trained is not None and not FAR_RESOLUTION[0] <= scene / trained <= FAR_RESOLUTION[1]:
+        if run is not None and math.isclose(run, trained):
+            how = (f"the pair is resampled to {trained:g} m for it (and the score back to {scene:.2g} m); "
+                   "resampling adds no detail, expect lower accuracy than at its training resolution")
+        else:
+            how = f"it runs at {(run or scene):.2g} m as asked (model_resolution); expect few or no detections"
+        warnings.warn(f"the scene is at {scene:.2g} m and {method.name} was trained at {trained:g} m: {how}",
+                      DeltacdWarning, stacklevel=2)
+    record = {"trained_m": trained, "scene_m": round(scene, 4), "run_m": round(run or scene, 4),
+              "rule": str(options.model_resolution)}
+    return run, record
+
+
+def score_strips(
+    pair: AlignedPair, method: ChangeMethod, options: DetectOptions, run_res: float | None, workdir: Path,
+    progress: StageProgress | None, stats: EngineStats,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """The method's score on ``pair.grid`` in strips: through the engine, at ``run_res`` metres when given."""
+    run_pair = pair if run_res is None else pair.on_grid(grid_at_resolution(pair.grid, run_res))
+    strips = predict_scene(run_pair, method, tile_size=options.tile_size, overlap=options.overlap,
+                           batch_size=options.batch_size, progress=_stage(progress, "detect"), stats=stats)
+    if run_res is None:
+        yield from strips
+        return
+    scratch = write_strips(workdir / "score_at_model_resolution.tif", run_pair.grid, strips)
+    yield from read_on_grid(scratch, pair.grid)
+
+
+#: Above this share of changed pixels a threshold has most likely split unchanged land.
+MOSTLY_CHANGED = 0.5
+
+
+def warn_if_mostly_changed(changed_pixels: int, valid_pixels: int, rule: str) -> None:
+    if valid_pixels and changed_pixels / valid_pixels > MOSTLY_CHANGED:
+        warnings.warn(
+            f"{changed_pixels / valid_pixels:.0%} of the valid pixels are flagged as changed (threshold: {rule}); "
+            "that is more often a radiometric or registration difference than real change: look at the score, "
+            "give a --threshold, or check the harmonisation and co-registration in run.json",
+            DeltacdWarning, stacklevel=2)
 
 
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
@@ -247,13 +342,14 @@ def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], No
 
 def _threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tuple[float, str]:
     if given != "auto":
-        return float(given), "given"
+        return float(given), "given (threshold setting)"
     if hist.total == 0:
-        raise DeltacdError("no valid pixel was scored; check the inputs' nodata and the AOI")
-    return method.auto_threshold(hist), f"{method.name} automatic rule"
+        raise InputError("no valid pixel was scored; check the inputs' nodata and the AOI")
+    return method.auto_threshold(hist), method.threshold_rule
 
 
-def _write_mask(path: Path, grid: Grid, polygons, read_score: Callable[[Window], np.ndarray], rows: int = 1024) -> int:
+def _write_mask(path: Path, grid: Grid, polygons, read_score: Callable[[Window], np.ndarray], rows: int = 1024,
+                progress: Callable[[int, int], None] | None = None) -> int:
     changed = 0
     with RasterWriter(path, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
                       overview_resampling="nearest") as mask:
@@ -263,17 +359,21 @@ def _write_mask(path: Path, grid: Grid, polygons, read_score: Callable[[Window],
             changed += int(values.sum())
             values[np.isnan(read_score(window))] = MASK_NODATA
             mask.write(window, values)
+            if progress is not None:
+                progress(min(top + rows, grid.height), grid.height)
         mask.finish()
     return changed
 
 
-def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist) -> dict[str, Any]:
+def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist,
+                resolution, warnings_seen) -> dict[str, Any]:
     grid = prepared.pair.grid
     pixel_ha = grid.pixel_area_m2 / 1e4
     return {
         "deltacd_version": __version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        **environment(),
+        "warnings": warnings_seen,
         "inputs": prepared.inputs,
         "grid": grid.describe(),
         "bands": list(prepared.pair.bands),
@@ -281,6 +381,7 @@ def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels,
         "coregistration": prepared.coregistration.describe() if prepared.coregistration else None,
         "radiometry": prepared.radiometry,
         "method": method.describe() | {"score_units": method.score_units},
+        "model_resolution": resolution,
         "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
         "results": {
             "valid_pixels": valid_pixels,

@@ -276,6 +276,17 @@ def _input_paths(cfg: DatasetConfig) -> list[Path]:
     return input_paths(*[getattr(source, f.name) for source in cfg.sources for f in fields(source)])
 
 
+def _source_resolution(source: OpenedSource, source_cfg: Any) -> float | None:
+    """Ground sampling distance (m) of a source: its scenes' georeference, else its ``resolution_m`` setting."""
+    from deltacd.io.grid import Grid
+
+    values = {round(Grid(s.crs, s.transform, s.width, s.height).res_m, 4)
+              for s in source.scenes if s.crs is not None and s.transform is not None and not s.transform.is_identity}
+    if values:
+        return float(np.median(sorted(values)))
+    return getattr(source_cfg, "resolution_m", None)
+
+
 def _common_bands(sources: list[OpenedSource]) -> tuple[tuple[str, ...], str]:
     first = sources[0]
     for s in sources[1:]:
@@ -494,6 +505,9 @@ def _manifest(cfg: DatasetConfig, sources: list[OpenedSource], chips: list[_Chip
         warnings.warn(f"band(s) {', '.join(flat)} constant over the train chips; their std is set to 1", stacklevel=3)
         std = np.where(std == 0, 1.0, std)
 
+    resolutions = {s.name: _source_resolution(s, cfg.sources[s.index]) for s in sources}
+    known = [r for r in resolutions.values() if r is not None]
+    same = bool(known) and len(known) == len(resolutions) and max(known) <= 1.05 * min(known)
     splits = {s: sum(1 for c in chips if c.split == s) for s in SPLITS}
     balance = {}
     for s in SPLITS:
@@ -506,6 +520,8 @@ def _manifest(cfg: DatasetConfig, sources: list[OpenedSource], chips: list[_Chip
         "bands": list(bands),
         "dtype": dtype,
         "chip_size": chip,
+        # ground sampling distance (m) of every chip, when all sources agree: a model trained on it runs at it
+        "resolution_m": round(float(np.median(known)), 4) if same else None,
         "stride": stride,
         "ignore_index": cfg.ignore_index,
         "label_kind": "binary",
@@ -527,6 +543,7 @@ def _manifest(cfg: DatasetConfig, sources: list[OpenedSource], chips: list[_Chip
                 "scenes": len(s.scenes),
                 "split": s.forced_split,
                 "n_chips": sum(1 for c in chips if c.source is s),
+                "resolution_m": resolutions[s.name],
                 **s.description,
             }
             for s in sources

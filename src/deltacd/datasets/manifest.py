@@ -159,6 +159,12 @@ class DatasetManifest:
     format: str = FORMAT
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def resolution_m(self) -> float | None:
+        """Ground sampling distance of the chips in metres, when every source states the same one."""
+        value = self.raw.get("resolution_m")
+        return None if value is None else float(value)
+
     def normalisation(self, bands: tuple[str, ...] | list[str] | None = None) -> tuple[list[float], list[float]]:
         """(mean, std) lists in the order of ``bands`` (default: the dataset's)."""
         bands = tuple(bands or self.bands)

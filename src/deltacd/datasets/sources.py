@@ -108,6 +108,9 @@ class ChipsSource:
         Short name used in chip ids (default ``chips<index>``).
     split
         Put every chip of this source in one split (e.g. a benchmark's official test crops).
+    resolution_m
+        Ground sampling distance of plain images (PNG chips carry none), in metres: recorded in
+        the manifest and in the models trained on it, so ``detect --model`` can run at it.
     """
 
     kind: Literal["chips"] = "chips"
@@ -120,6 +123,7 @@ class ChipsSource:
     block_pattern: str | None = None
     name: SourceName | None = None
     split: SplitName | None = None
+    resolution_m: PositiveFloat | None = None
 
 
 @pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
@@ -208,8 +212,8 @@ class XbdSource:
     unclassified
         ``"no-damage"`` (xView2 convention: un-classified buildings count as no-damage) or
         ``"ignore"`` (their pixels are ignored in ``label`` and ``damage``).
-    bands, name, split
-        As for :class:`ChipsSource`.
+    bands, name, split, resolution_m
+        As for :class:`ChipsSource` (xBD tiles: about 0.5 m).
     """
 
     kind: Literal["xbd"] = "xbd"
@@ -219,6 +223,7 @@ class XbdSource:
     bands: str | None = None
     name: SourceName | None = None
     split: SplitName | None = None
+    resolution_m: PositiveFloat | None = None
 
 
 @pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
@@ -262,7 +267,7 @@ class SingleDateSource:
         Pairs drawn with every chip as the before image.
     seed
         Seed of the partner draw.
-    name, split
+    name, split, resolution_m
         As for :class:`ChipsSource`.
     """
 
@@ -283,6 +288,7 @@ class SingleDateSource:
     seed: int = 0
     name: SourceName | None = None
     split: SplitName | None = None
+    resolution_m: PositiveFloat | None = None
 
 
 SourceConfig = Annotated[

@@ -10,6 +10,7 @@ thread (GDAL and numpy release the GIL), and tiles are predicted in batches.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -71,6 +72,40 @@ def plan_tiles(shape: tuple[int, int], method: ChangeMethod, *, tile_size: int =
     return TileLayout(
         height, width, overlap, tile_offsets(shape[0], height, overlap), tile_offsets(shape[1], width, overlap), padded
     )
+
+
+def tile_memory_bytes(method: ChangeMethod, *, tile_size: int, batch_size: int, bands: int) -> int:
+    """Memory one batch of tiles needs: both dates read and stacked (float32), the method's work, score and weights."""
+    size = math.ceil(tile_size / method.size_multiple) * method.size_multiple
+    pixels = batch_size * size * size
+    return pixels * (2 * 2 * bands * 4 + method.work_bytes_per_pixel + 8)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to a new allocation (``MemAvailable`` on Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_tile_memory(method: ChangeMethod, *, tile_size: int, batch_size: int, bands: int) -> None:
+    """Refuse, before any work, a tile size whose batches cannot fit in this machine's free memory."""
+    need = tile_memory_bytes(method, tile_size=tile_size, batch_size=batch_size, bands=bands)
+    free = available_memory_bytes()
+    if free is not None and need > 0.8 * free:
+        raise InputError(
+            f"tile_size: {tile_size} px tiles in batches of {batch_size} need about {need / 1e9:.1f} GB with "
+            f"{method.name}, more than the {free / 1e9:.1f} GB free here; use a smaller --tile-size "
+            "(512 is a good default) or --batch-size"
+        )
 
 
 def _pad(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from xml.sax.saxutils import escape
 from pathlib import Path
 
@@ -68,10 +68,13 @@ class BandFile:
     dtype: str
     nodata: float | None
     rpc: RPCSource | None = None
+    nodata_given: bool = False  # ``nodata`` was declared by the user, not read from the file
+    vrt: str | None = field(default=None, repr=False)  # GDAL VRT XML when the "file" is a mosaic of tiles
+    tiles: int = 1
 
     def open(self):
         """Open the file as a rasterio dataset."""
-        return rasterio.open(self.path)
+        return rasterio.open(self.vrt if self.vrt is not None else self.path)
 
     def footprint(self, crs: CRS) -> tuple[float, float, float, float]:
         """Bounds (left, bottom, right, top) of the file in ``crs``."""
@@ -124,7 +127,7 @@ class DateImage:
 
     def describe(self) -> dict:
         return {
-            "files": [str(f.path) for f in self.files],
+            "files": [str(f.path) + (f" ({f.tiles} tiles)" if f.tiles > 1 else "") for f in self.files],
             "bands": list(self.names),
             "crs": "sensor geometry (RPC)" if self.sensor_geometry else self.crs.to_string(),
             "dtype": self.files[0].dtype,
@@ -139,6 +142,7 @@ def open_image(
     label: str = "input",
     rpc_height: float | None = None,
     dem: str | Path | None = None,
+    nodata: float | None = None,
 ) -> DateImage:
     """Read the metadata of one date and name its bands.
 
@@ -154,6 +158,8 @@ def open_image(
     rpc_height, dem
         Terrain for orthorectifying sensor-geometry inputs: a constant height in metres above
         the ellipsoid (default: the RPC model's mean height ``HEIGHT_OFF``) or a DEM raster.
+    nodata
+        Nodata value of every file, replacing the one the files declare (when it is wrong or missing).
 
     Raises
     ------
@@ -165,10 +171,15 @@ def open_image(
     """
     paths = _expand(source, label)
     opened = [_read_file(p, label, rpc_height=rpc_height, dem=Path(dem) if dem else None) for p in paths]
+    if nodata is not None:
+        opened = [(replace(f, nodata=float(nodata), nodata_given=True), names) for f, names in opened]
     files = tuple(f for f, _ in opened)
     geometries = {f.rpc is not None for f in files}
     if len(geometries) > 1:
         raise InputError(f"{label}: mixes georeferenced and sensor-geometry files; orthorectify them all, or none")
+    if len(files) > 1 and _are_tiles(files, bands):
+        files = (mosaic(files, source if isinstance(source, (str, Path)) else paths[0].parent, label),)
+        opened = [(files[0], opened[0][1])]
     refs = tuple((i, b) for i, f in enumerate(files) for b in range(1, f.count + 1))
     if bands is not None:
         names = parse_bands(bands, setting=f"bands of {label}")
@@ -189,6 +200,78 @@ def open_image(
             )
         names = parse_bands(names, setting=f"bands of {label}")
     return DateImage(label, files, names, refs)
+
+
+def _are_tiles(files: Sequence[BandFile], bands: str | Sequence[str] | None) -> bool:
+    """Whether several files are tiles of one image (to mosaic) rather than its bands (to stack).
+
+    Band files have one band each and are named by their file names (``*_B02.tif``) or by a
+    declared list with one name per file; tiles share their band count, which the declared
+    list (if any) matches.
+    """
+    counts = {f.count for f in files}
+    if len(counts) != 1:
+        return False
+    declared = len(parse_bands(bands)) if bands is not None else None
+    if declared is not None:
+        return declared == files[0].count and declared != len(files) * files[0].count
+    named = all(band_from_filename(str(f.path)) for f in files)
+    return not (files[0].count == 1 and named)
+
+
+def mosaic(files: Sequence[BandFile], where: str | Path, label: str) -> BandFile:
+    """The tiles of one image as one GDAL VRT mosaic (nothing is copied; GDAL reads the tiles).
+
+    The tiles must share CRS, pixel size, band count and data type. The VRT's mask band is the
+    union of the tiles' masks, so the gaps between tiles are no data. rasterio cannot build a
+    VRT (``gdalbuildvrt`` needs GDAL's own Python bindings), hence the few lines of XML here.
+    """
+    first = files[0]
+    for f in files[1:]:
+        same_res = all(abs(a - b) <= 1e-9 * abs(a) for a, b in ((f.transform.a, first.transform.a), (f.transform.e, first.transform.e)))
+        if f.crs != first.crs or not same_res or f.dtype != first.dtype:
+            raise InputError(
+                f"{where}: tiles differ in CRS, pixel size or data type ({first.path.name}: {first.crs.to_string()} "
+                f"{abs(first.transform.a):g} {first.dtype}; {f.path.name}: {f.crs.to_string()} {abs(f.transform.a):g} "
+                f"{f.dtype}); give one {label} image, or tiles of one product"
+            )
+    xres, yres = first.transform.a, first.transform.e
+    lefts = [f.transform.c for f in files]
+    tops = [f.transform.f for f in files]
+    rights = [f.transform.c + f.width * xres for f in files]
+    bottoms = [f.transform.f + f.height * yres for f in files]
+    left, top = min(lefts), max(tops)
+    width = round((max(rights) - left) / xres)
+    height = round((min(bottoms) - top) / yres)
+    gdal_type = _GDAL_TYPES[first.dtype]
+    nodata = f"<NoDataValue>{first.nodata!r}</NoDataValue>" if first.nodata is not None else ""
+
+    def sources(band: str) -> str:
+        return "".join(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(f.path.resolve()))}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{f.width}" ySize="{f.height}"/>'
+            f'<DstRect xOff="{(f.transform.c - left) / xres!r}" yOff="{(f.transform.f - top) / yres!r}" '
+            f'xSize="{f.width}" ySize="{f.height}"/></SimpleSource>'
+            for f in files
+        )
+
+    bands_xml = "".join(
+        f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nodata}{sources(str(b))}</VRTRasterBand>'
+        for b in range(1, first.count + 1)
+    )
+    mask = f'<MaskBand><VRTRasterBand dataType="Byte">{sources("mask,1")}</VRTRasterBand></MaskBand>'
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(first.crs.to_wkt())}</SRS>'
+        f"<GeoTransform>{left!r}, {xres!r}, 0, {top!r}, 0, {yres!r}</GeoTransform>{bands_xml}{mask}</VRTDataset>"
+    )
+    log.info("%s: %d tiles mosaicked (%dx%d px)", where, len(files), width, height)
+    return BandFile(Path(where), first.crs, Affine(xres, 0.0, left, 0.0, yres, top), width, height, first.count,
+                    first.dtype, first.nodata, nodata_given=first.nodata_given, vrt=xml, tiles=len(files))
+
+
+_GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
+               "float32": "Float32", "float64": "Float64"}
 
 
 def _expand(source: str | Path | Sequence[str | Path], label: str) -> list[Path]:
@@ -295,8 +378,7 @@ def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
     sidecar GDAL does not read (OSSIM ``.geom``) or need shifting to a crop.
     """
     items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in rpc.to_gdal().items())
-    gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
-                 "float32": "Float32", "float64": "Float64"}[meta["dtype"]]
+    gdal_type = _GDAL_TYPES[meta["dtype"]]
     nodata = f"<NoDataValue>{meta['nodata']}</NoDataValue>" if meta["nodata"] is not None else ""
     bands = "".join(
         f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nodata}<SimpleSource>'

@@ -36,6 +36,27 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+def environment() -> dict[str, Any]:
+    """Who wrote a record: the command line, the machine, and the versions of the libraries that shape results."""
+    import os
+    import platform
+    import sys
+
+    import rasterio
+
+    from deltacd import __version__
+
+    torch = sys.modules.get("torch")  # only when this run used it
+    return {
+        "command": sys.argv,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "versions": {
+            "deltacd": __version__, "gdal": rasterio.__gdal_version__, "rasterio": rasterio.__version__,
+            "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
+        },
+    }
+
+
 def dumps(record: Any, *, indent: int | None = 2) -> str:
     """``record`` as strict JSON text (see :func:`to_json_value`); other types raise TypeError."""
     return json.dumps(to_json_value(record), indent=indent, allow_nan=False, ensure_ascii=False)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltacd.errors import InputError
+from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.bands import SENTINEL2_EQUIVALENT, canonical
 from deltacd.methods.base import ChangeMethod
 from deltacd.models.checkpoint import ModelSpec, load_checkpoint
@@ -81,9 +82,22 @@ def _load_tinycd(path: Path, map_location: str) -> tuple[nn.Module, ModelSpec]:
         std=tuple(scale * s for s in norm["std"]),
         threshold=0.5,
         task="binary",
+        gsd_m=_tinycd_gsd(path),
         data={"weights": "authors' checkpoint (AndreaCodegoni/Tiny_model_4_CD), 8-bit RGB, non-commercial research use"},
     )
     return model, spec
+
+
+#: Ground sampling distance of the data sets the TinyCD authors trained on: LEVIR-CD 0.5 m
+#: (Chen & Shi 2020), WHU-CD 0.3 m (the 0.075 m aerial images resampled, Ji et al. 2019).
+TINYCD_GSD_M = {"levir": 0.5, "whu": 0.3}
+
+
+def _tinycd_gsd(path: Path) -> float | None:
+    """The training resolution of the authors' checkpoint, from its file name (``levir_best.pth``)."""
+    name = path.name.lower()
+    found = [gsd for key, gsd in TINYCD_GSD_M.items() if key in name]
+    return found[0] if len(found) == 1 else None
 
 
 #: Architectures accepted as ``ARCH:PATH`` for checkpoints made by other code.
@@ -105,7 +119,10 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"device: {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device: {device!r} asked for but no CUDA GPU is visible to torch; use device='auto' or 'cpu'")
+        # a study file written for the GPU server still runs on a laptop, slowly, and says so
+        warnings.warn(f"device: {device!r} asked for but no CUDA GPU is visible to torch; running on the CPU",
+                      DeltacdWarning, stacklevel=3)
+        return torch.device("cpu")
     return resolved
 
 
@@ -217,6 +234,11 @@ class LearnedModel(ChangeMethod):
         """Band names the model takes, in its order."""
         return tuple(self.spec.bands)
 
+    @property
+    def gsd_m(self) -> float | None:
+        """Ground sampling distance (m) the network was trained at, when its checkpoint records it."""
+        return self.spec.gsd_m
+
     def select_bands(self, pair_bands: Sequence[str]) -> tuple[int, ...]:
         """Record (and return) the positions of the model's bands among ``pair_bands``, matched by name.
 
@@ -316,6 +338,7 @@ class LearnedModel(ChangeMethod):
             "std": list(self.spec.std),
             "threshold": float(self.spec.threshold),
             "task": self.spec.task,
+            "gsd_m": self.spec.gsd_m,
             "source": self.source,
             "tta": self.tta,
             "default_harmonise": self.default_harmonise,

@@ -45,6 +45,9 @@ class ModelSpec:
         Probability above which a pixel is changed (chosen on validation; 0.5 if none).
     task
         ``"binary"`` (1 logit, sigmoid) or ``"multiclass"`` (softmax over ``num_classes``).
+    gsd_m
+        Ground sampling distance (m) of the training images, or None when unknown; ``detect``
+        resamples a pair to it (a network sees objects at the scale it learnt them).
     data, training
         Free-form summaries (data set, sizes, epochs, scores) for the record.
     """
@@ -56,6 +59,7 @@ class ModelSpec:
     std: tuple[float, ...]
     threshold: float = 0.5
     task: str = "binary"
+    gsd_m: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -117,12 +121,27 @@ def read_spec(path: str | Path) -> ModelSpec:
     return ModelSpec.from_json(metadata["deltacd"], source=str(path))
 
 
+def offline_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments that rebuild a model without fetching pretrained weights.
+
+    The weights come from the checkpoint, so an encoder asked for pretrained weights
+    (``encoder_weights="imagenet"``, an ``encoder_spec`` with its default weights) is built
+    randomly initialised instead: a checkpoint's metadata can never make deltacd download anything.
+    """
+    kwargs = dict(kwargs)
+    if "encoder_spec" in kwargs and kwargs["encoder_spec"] is not None:
+        kwargs["encoder_weights"] = "random"
+    elif kwargs.get("encoder_weights") is not None:
+        kwargs["encoder_weights"] = None
+    return kwargs
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild the model of a deltacd checkpoint and load its weights (strict), in eval mode."""
     from deltacd.models.registry import build_model
 
     spec = read_spec(path)
-    model = build_model(spec.name, **spec.kwargs)
+    model = build_model(spec.name, **offline_kwargs(spec.kwargs))
     try:
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError) as exc:

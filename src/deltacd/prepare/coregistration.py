@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from rasterio.windows import Window
 from skimage.registration import phase_cross_correlation
 
+from deltacd.errors import DeltacdWarning
+
 log = logging.getLogger(__name__)
+
+#: Smallest block side (px) a shift can be measured on.
+MIN_BLOCK = 32
+#: Fewer agreeing blocks than this make the global shift unreliable (too few witnesses).
+MIN_AGREEING_BLOCKS = 3
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,19 @@ class CoregistrationReport:
     def magnitude_px(self) -> float:
         return math.hypot(self.dx, self.dy)
 
+    @property
+    def reliable(self) -> bool:
+        """At least :data:`MIN_AGREEING_BLOCKS` blocks, and a tenth of those measured, agree on the shift.
+
+        Blocks over unrelated content return shifts spread over a whole block, so even three that
+        agree within ``agreement_px`` are strong evidence; a scene that changed a lot (the Joplin
+        tornado track: 7 of 47 blocks agree) is still measured, a scene with one or two witnesses is not.
+        """
+        return self.blocks_used >= MIN_AGREEING_BLOCKS and self.blocks_used >= 0.1 * self.blocks_measured
+
     def describe(self) -> dict:
         out = asdict(self)
+        out["reliable"] = self.reliable
         out["magnitude_px"] = self.magnitude_px
         out["magnitude_m"] = math.hypot(self.dx_m, self.dy_m)
         return out
@@ -101,6 +121,7 @@ def estimate_shift(
     min_valid_fraction: float = 0.9,
     agreement_px: float = 2.0,
     coarse_size: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CoregistrationReport:
     """Measure the residual shift of date 2 relative to date 1, coarse to fine.
 
@@ -114,15 +135,24 @@ def estimate_shift(
     pair : deltacd.prepare.align.AlignedPair
         The aligned pair (its ``after_shift`` is ignored: the raw residual is measured).
     block_size
-        Side of the blocks in pixels (smaller for small scenes, down to 32).
+        Side of the blocks in pixels (at most half the scene's shorter side, at least 32).
     max_blocks
         Blocks on a regular lattice, at most this many.
     upsample_factor
         Subpixel precision is ``1 / upsample_factor`` pixel.
     min_valid_fraction
         Blocks with fewer valid pixels at both dates are skipped.
+    progress
+        Called as ``progress(done, total)`` after the coarse pass and each block.
+
+    A scene smaller than :data:`MIN_BLOCK` pixels on a side cannot be measured: the report then
+    has no block (``blocks_measured == 0``) and a warning says why.
     """
     grid = pair.grid
+    if min(grid.width, grid.height) < MIN_BLOCK:
+        warnings.warn(f"co-registration: the scene ({grid.width}x{grid.height} px) is smaller than a "
+                      f"{MIN_BLOCK}-px block; the shift was not measured", DeltacdWarning, stacklevel=2)
+        return CoregistrationReport(0.0, 0.0, 0.0, 0.0, float("nan"), 0, 0)
     raw = pair.replace(after_shift=(0.0, 0.0))
     coarse_dx = coarse_dy = 0.0
     coarse_grid = grid.scaled(coarse_size)
@@ -132,21 +162,26 @@ def estimate_shift(
             factor = grid.width / coarse_grid.width
             coarse_dx, coarse_dy = round(found[0] * factor), round(found[1] * factor)
     shifted = raw.replace(after_shift=(coarse_dx, coarse_dy))
-    size = max(32, min(block_size, grid.width, grid.height))
+    # half the scene at most, so a small scene still gives several (overlapping) blocks to agree
+    size = max(MIN_BLOCK, min(block_size, min(grid.width, grid.height) // 2))
     per_side = max(1, int(math.sqrt(max_blocks)))
     rows = np.unique(np.linspace(0, grid.height - size, per_side).round().astype(int))
     cols = np.unique(np.linspace(0, grid.width - size, per_side).round().astype(int))
     measured: list[tuple[int, int, float, float]] = []
-    for r in rows:
-        for c in cols:
-            found = _shift(shifted, Window(int(c), int(r), size, size),
-                           upsample_factor=upsample_factor, min_valid_fraction=min_valid_fraction)
-            if found is not None:
-                measured.append((int(r) + size // 2, int(c) + size // 2, found[0] + coarse_dx, found[1] + coarse_dy))
+    blocks = [(int(r), int(c)) for r in rows for c in cols]
+    if progress is not None:
+        progress(1, 1 + len(blocks))
+    for done, (r, c) in enumerate(blocks, start=2):
+        found = _shift(shifted, Window(c, r, size, size), upsample_factor=upsample_factor, min_valid_fraction=min_valid_fraction)
+        if found is not None:
+            measured.append((r + size // 2, c + size // 2, found[0] + coarse_dx, found[1] + coarse_dy))
+        if progress is not None:
+            progress(done, 1 + len(blocks))
     raw.close()
     shifted.close()
     if not measured:
-        log.warning("co-registration: no block with enough texture and valid pixels; shift reported as 0")
+        warnings.warn("co-registration: no block with enough texture and valid pixels; the shift was not measured",
+                      DeltacdWarning, stacklevel=2)
         return CoregistrationReport(0.0, 0.0, 0.0, 0.0, float("nan"), 0, 0)
     table = np.array([m[2:] for m in measured])
     pairwise = np.hypot(*(table[:, None, :] - table[None, :, :]).transpose(2, 0, 1))

@@ -8,6 +8,7 @@ set of windows is read, so the cost is bounded whatever the scene size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,8 @@ class PixelSample:
 
 
 def sample_pixels(
-    pair, *, max_pixels: int = 250_000, windows: int = 64, window_size: int = 256, seed: int = 0
+    pair, *, max_pixels: int = 250_000, windows: int = 64, window_size: int = 256, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PixelSample:
     """Draw up to ``max_pixels`` valid pixels spread over the whole scene.
 
@@ -86,6 +88,8 @@ def sample_pixels(
         How many windows are read, and their side in pixels.
     seed
         Seed of the random choices, for repeatable runs.
+    progress
+        Called as ``progress(done, total)`` after each window.
 
     Raises
     ------
@@ -99,7 +103,9 @@ def sample_pixels(
     chosen = rng.permutation(rows * cols)[:windows]
     per_window = math.ceil(max_pixels / len(chosen))
     before, after = [], []
-    for index in np.sort(chosen):  # row order reads strip-organised files sequentially
+    for done, index in enumerate(np.sort(chosen), start=1):  # row order reads strip-organised files sequentially
+        if progress is not None:
+            progress(done, len(chosen))
         r, c = divmod(int(index), cols)
         window = Window(c * window_size, r * window_size, window_size, window_size).intersection(grid.full_window)
         block = pair.read(window)

@@ -79,7 +79,7 @@ dataset's means lie more than 3 encoder standard deviations from the encoder's.
 Checkpoints
 -----------
 The saved model is always a plain network of the registry: LoRA adapters are merged into the
-weights first (:func:`merge_lora`), and :func:`rebuild_kwargs` stores
+weights first (:func:`merge_lora`), and :func:`deltacd.models.checkpoint.offline_kwargs` stores
 ``encoder_weights="random"`` (registry encoders) or ``None`` (smp encoders), because the trained
 weights are in the checkpoint and rebuilding must not need the pretrained file (or a download).
 """
@@ -109,7 +109,6 @@ __all__ = [
     "frozen_modules",
     "is_pretrained",
     "merge_lora",
-    "rebuild_kwargs",
 ]
 
 AdaptationMode = Literal["full", "frozen", "partial", "lora"]
@@ -423,21 +422,6 @@ def merge_lora(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and normalisation
 # ---------------------------------------------------------------------------------------------
-
-
-def rebuild_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Constructor kwargs to save: pretrained-weight sources replaced by random initialisation.
-
-    The checkpoint holds every trained weight, so rebuilding must not read (or download) the
-    pretrained file: ``encoder_weights`` becomes ``"random"`` for registry encoders
-    (``encoder_spec``) and ``None`` for smp encoders.
-    """
-    out = dict(kwargs)
-    if out.get("encoder_spec"):
-        out["encoder_weights"] = "random"
-    elif out.get("encoder_weights") is not None:
-        out["encoder_weights"] = None
-    return out
 
 
 def is_pretrained(model: nn.Module, kwargs: dict[str, Any]) -> bool:

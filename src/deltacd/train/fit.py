@@ -45,7 +45,7 @@ from torch import nn
 from deltacd.errors import InputError, OutputError
 from deltacd.io.outputs import STAGING_TAG, OutputLock, check_output, input_paths, publish, remove_stale_staging
 from deltacd.io.records import write_json
-from deltacd.train.adaptation import merge_lora, rebuild_kwargs
+from deltacd.train.adaptation import merge_lora
 from deltacd.train.config import TrainConfig, load_train_config, read_manifest, resolve_adaptation
 from deltacd.train.datamodule import ChangeDataModule
 from deltacd.train.losses import pos_weight_from_balance
@@ -320,7 +320,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
             "lora_layers_merged": merged,
             "saved_parameters": sum(p.numel() for p in model.parameters()),
         }
-        _write_outputs(run_dir, cfg, model, task, bands, mean, std, threshold, summary, started_at)
+        _write_outputs(run_dir, cfg, model, task, bands, mean, std, threshold, summary, started_at, manifest.resolution_m)
         if global_zero:
             publish(run_dir, out, overwrite=overwrite, kind="train", inputs=inputs)
     except BaseException:
@@ -410,18 +410,20 @@ def _write_outputs(
     threshold: float,
     summary: dict[str, dict[str, Any]],
     started_at: str,
+    manifest_resolution: float | None,
 ) -> None:
-    from deltacd.models.checkpoint import ModelSpec, save_checkpoint
+    from deltacd.models.checkpoint import ModelSpec, offline_kwargs, save_checkpoint
 
     spec = ModelSpec(
         name=cfg.model.name,
         # pretrained weights are in the checkpoint: rebuilding must not need their file
-        kwargs=rebuild_kwargs(task.model_kwargs),
+        kwargs=offline_kwargs(task.model_kwargs),
         bands=tuple(bands),
         mean=tuple(mean),
         std=tuple(std),
         threshold=threshold,
         task="binary",
+        gsd_m=manifest_resolution,
         data=summary["data"],
         training=summary["training"],
     )
