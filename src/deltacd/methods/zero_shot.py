@@ -344,7 +344,7 @@ class FeatureDistance(ChangeMethod):
 
     @property
     def threshold_rule(self) -> str:
-        return f"Otsu, at most {self.max_changed_fraction:.0%} of the scene (no-change prior)"
+        return f"Otsu, at most {100 * self.max_changed_fraction:g} % of the scene (no-change prior)"
 
     def auto_threshold(self, hist: Histogram) -> float:
         return capped_threshold(hist, otsu_threshold(hist), self.max_changed_fraction)

@@ -257,7 +257,7 @@ class _FileReader:
                 data = self._vrt.read(indexes, window=window, out_dtype="float32")
                 valid = np.all(self._vrt.read_masks(indexes, window=window) > 0, axis=0)
         except RasterioIOError as exc:
-            detail = " ".join(str(exc).split())[:160]
+            detail = " ".join(str(exc.__cause__ or exc).split())[:160]  # GDAL's own message, when chained
             raise InputError(
                 f"{self.file.path}: cannot be read at rows {int(window.row_off)}-{int(window.row_off + window.height)} "
                 f"of the grid ({detail}); the file is truncated or corrupt, copy it again"
