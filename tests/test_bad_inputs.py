@@ -40,6 +40,7 @@ def workspace(tmp_path_factory):
     truncated.write_bytes(data[: len(data) // 10])  # cut inside the rows the pair overlaps
     aoi_far = root / "aoi_far.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 10, 10)], crs="EPSG:2154").to_file(aoi_far)
+    gpd.GeoDataFrame(geometry=[shapely.box(574010, 6279900, 574060, 6279950)], crs="EPSG:2154").to_file(root / "inside.gpkg")
     aoi_empty = root / "aoi_empty.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.LineString([(574000, 6279900), (574100, 6279950)])], crs="EPSG:2154").to_file(aoi_empty)
     config_unknown = root / "unknown.yaml"
@@ -172,3 +173,26 @@ def test_float_inputs_with_nan_and_no_nodata_tag_treat_nan_as_nodata(tmp_path):
         mask = src.read(1)
     assert (mask[:30] == 255).all() and (mask[30:] != 255).all()
     assert result.record["results"]["valid_pixels"] == 98 * 128
+
+
+OTHER_VERBS = [
+    ("evaluate: missing reference", ["evaluate", "{old}/change_mask.tif", "{root}/none.gpkg", "-o", "{out}"], "none.gpkg"),
+    ("evaluate: reference field missing", ["evaluate", "{old}/change_mask.tif", "{root}/inside.gpkg", "-o", "{out}",
+                                           "--reference-field", "grade"], "grade"),
+    ("compare: polygons without a class field", ["compare", "{old}/change_mask.tif", "{root}/aoi_far.gpkg",
+                                                 "{root}/aoi_far.gpkg", "-o", "{out}"], "class_field"),
+    ("prepare-dataset: unknown key", ["prepare-dataset", "{root}/unknown.yaml", "{out}"], "tile_sise"),
+    ("train: missing config", ["train", "{root}/none.yaml"], "none.yaml"),
+    ("robustness: unknown perturbation", ["robustness", "{root}/before.tif", "{root}/after.tif", "{old}/change_mask.tif",
+                                          "-o", "{out}", "--perturbations", "earthquake"], "earthquake"),
+]
+
+
+@pytest.mark.parametrize("name,arguments,named", OTHER_VERBS, ids=[c[0] for c in OTHER_VERBS])
+def test_every_verb_reports_bad_input_on_one_line(workspace, tmp_path, capsys, name, arguments, named):
+    filled = [a.format(root=workspace, old=workspace / "old", out=tmp_path / "out") for a in arguments]
+    code = main([*filled, "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("deltacd: error: "), err
+    assert named in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
