@@ -217,6 +217,14 @@ def cmd_prepare_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    values = _load_config(args.config)
+    if values.get("task") in ("damage-classifier", "damage-segmentation", "building-localisation"):
+        from deltacd.damage.train import train_damage
+
+        damage = train_damage(args.config, overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty())
+        print(f"model in {damage.checkpoint} ({values['task']}); best validation score {damage.best_val:.3f}; "
+              f"{damage.steps} steps in {damage.minutes:.1f} min")
+        return 0
     from deltacd.train import train
 
     result = train(args.config, overwrite=args.overwrite, progress=not args.quiet)
@@ -321,6 +329,55 @@ def cmd_benchmark_few_label(args: argparse.Namespace) -> int:
     print(result.markdown)
     print(f"few_label.csv, few_label_summary.csv, few_label.md, few_label.png and few_label.json in {result.out_dir}/ "
           f"({result.minutes:.1f} min)")
+    return 0
+
+
+def cmd_damage(args: argparse.Namespace) -> int:
+    from deltacd.damage import damage
+
+    options = _load_config(args.config)
+    flags = {
+        "method": args.method, "model": args.model, "localisation_model": args.localisation_model, "id_field": args.id_field,
+        "buffer_m": args.buffer, "ring_m": args.ring, "change_method": args.change_method,
+        "share_thresholds": _floats(args.share_thresholds, "--share-thresholds"), "zones": args.zones,
+        "zone_field": args.zone_field, "device": args.device, "bands_before": args.bands_before,
+        "bands_after": args.bands_after, "crs": args.crs, "resolution": args.resolution, "aoi": args.aoi,
+        "harmonise": args.harmonise, "coregistration": args.coregistration, "threshold": args.threshold,
+        "tile_size": args.tile_size, "batch_size": args.batch_size, "nodata_before": args.nodata_before,
+        "nodata_after": args.nodata_after,
+    }
+    options.update({k: v for k, v in flags.items() if v is not None})
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = damage(_image_argument(args.before), _image_argument(args.after), args.out, buildings=args.buildings,
+                        overwrite=args.overwrite, progress=bars, **options)
+    finally:
+        bars.close()
+    per_grade = ", ".join(f"{k} {v}" for k, v in result.record["results"]["per_grade"].items())
+    print(f"outputs in {result.out_dir}/: buildings.gpkg damage.tif change_score.tif summary.csv quicklook.png run.json")
+    print(f"{result.record['results']['buildings']} buildings ({result.record['method']['name']}): {per_grade}")
+    return 0
+
+
+def cmd_evaluate_damage(args: argparse.Namespace) -> int:
+    from deltacd.damage.evaluate import evaluate_damage
+
+    masks = None
+    if args.reference_masks:
+        parts = args.reference_masks.split(",")
+        if len(parts) != 2:
+            raise InputError(f"--reference-masks {args.reference_masks!r}: expected LOCALISATION.tif,DAMAGE.tif")
+        masks = (parts[0], parts[1])
+    result = evaluate_damage(
+        args.ours, args.reference, args.out, reference_field=args.reference_field, grade_table=args.grade_table,
+        ours_id_field=args.id_field, reference_id_field=args.reference_id_field, min_iou=args.min_iou,
+        reference_masks=masks, block_m=args.block_m, n_boot=args.n_boot, seed=args.seed, overwrite=args.overwrite,
+    )
+    m = result.metrics
+    f1, kappa = m["damaged_f1"], m["weighted_kappa"]
+    ci = f" (95 % CI {f1['ci_low']:.3f}-{f1['ci_high']:.3f})" if "ci_low" in f1 else ""
+    print(f"{m['buildings']['graded_on_both']} buildings graded in both: damaged-vs-undamaged F1 {f1['value']:.3f}{ci}, "
+          f"weighted kappa {kappa['value']:.3f}; damage_metrics.json, per_grade.csv, agreement.gpkg/.tif/.png in {result.out_dir}/")
     return 0
 
 
@@ -495,6 +552,63 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--out", required=True, help="output folder")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_benchmark_few_label)
+
+    p = sub.add_parser("damage", parents=[common], help="grade the damage of every building between two images", description=(
+        "Grade every building between a pre-event BEFORE and a post-event AFTER image (0 no damage, 1 minor, 2 major, "
+        "3 destroyed, -1 unclassified) and write buildings.gpkg, damage.tif, change_score.tif, summary.csv, quicklook.png "
+        "and run.json into OUT. Methods: change (statistics of the pixel change score in each footprint, no training), "
+        "classifier and segmentation (trained with deltacd train, task damage-classifier / damage-segmentation)."))
+    p.add_argument("before", metavar="BEFORE", help="pre-event image")
+    p.add_argument("after", metavar="AFTER", help="post-event image")
+    p.add_argument("-o", "--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--buildings", help="footprints (GeoPackage, Shapefile ..., any CRS); without: --localisation-model")
+    p.add_argument("--method", choices=["auto", "change", "classifier", "segmentation"],
+                   help="auto (default: change, or the method of --model), change, classifier, segmentation")
+    p.add_argument("--model", help="damage model (.safetensors) for classifier / segmentation")
+    p.add_argument("--localisation-model", help="building-unet model that finds buildings on BEFORE when none are given")
+    p.add_argument("--id-field", help="field of the footprints that identifies a building")
+    p.add_argument("--buffer", type=float, help="buffer of every footprint in m (default 0)")
+    p.add_argument("--ring", type=float, help="width in m of the ring around each footprint (default 3)")
+    p.add_argument("--change-method", choices=["cva", "zero-shot"], help="pixel change score (default cva)")
+    p.add_argument("--share-thresholds", help="changed shares for minor,major,destroyed (default 0.1,0.25,0.5)")
+    p.add_argument("--zones", help="polygons (communes ...) for counts per zone in summary.csv")
+    p.add_argument("--zone-field", help="field naming each zone")
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--threshold", type=_threshold, help="threshold of the pixel change score (default auto)")
+    p.add_argument("--bands-before")
+    p.add_argument("--bands-after")
+    p.add_argument("--crs")
+    p.add_argument("--resolution", type=float)
+    p.add_argument("--aoi")
+    p.add_argument("--harmonise", choices=["auto", "pif", "histogram", "none"])
+    p.add_argument("--coregistration", choices=["report", "correct", "off"])
+    p.add_argument("--tile-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--nodata-before", type=float)
+    p.add_argument("--nodata-after", type=float)
+    p.add_argument("--config", help="YAML file of damage settings (keys of deltacd.damage.DamageOptions and detect's pair settings)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
+    p.set_defaults(func=cmd_damage)
+
+    p = sub.add_parser("evaluate-damage", parents=[common], help="score building grades against a reference study", description=(
+        "Join OURS (a damage output folder or its buildings.gpkg) to REFERENCE (a building layer with a grade field) by id "
+        "or by best overlap, and write the per-building confusion matrix of grades, per-grade precision/recall/F1 and "
+        "damaged-vs-undamaged F1 with block-bootstrap intervals, weighted kappa, counts and areas per grade, and an "
+        "agreement map (GeoPackage, COG, PNG) into OUT."))
+    p.add_argument("ours", metavar="OURS")
+    p.add_argument("reference", metavar="REFERENCE")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--reference-field", required=True, help="grade field of REFERENCE")
+    p.add_argument("--grade-table", default="deltacd", help="how REFERENCE's grades map to ours: deltacd, xbd, ems98, copernicus, or a YAML file")
+    p.add_argument("--id-field", help="id field of OURS (with --reference-id-field: join by id)")
+    p.add_argument("--reference-id-field", help="id field of REFERENCE")
+    p.add_argument("--min-iou", type=float, default=0.25, help="smallest overlap (IoU) that matches two buildings (default 0.25)")
+    p.add_argument("--reference-masks", help="LOCALISATION.tif,DAMAGE.tif of the reference (xView2 convention) for the xView2 score")
+    p.add_argument("--block-m", type=float, default=250.0, help="bootstrap block side in m (default 250)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate_damage)
 
     p = sub.add_parser("methods", parents=[common], help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)

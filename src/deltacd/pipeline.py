@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
-from deltacd.engine.regrid import grid_at_resolution, read_on_grid, write_strips
+from deltacd.engine.regrid import FAR_RESOLUTION, SAME_RESOLUTION, grid_at_resolution, read_on_grid, write_strips
 from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
@@ -271,13 +271,6 @@ def detect(
                                  hist, resolution, run_log.warnings)
             write_json(staging / RUN_RECORD, record)
     return DetectResult(Path(out_dir), record)
-
-
-#: A trained network runs at the scene's resolution when it is within these ratios of its training one:
-#: nominal resolutions are approximate (LEVIR-CD's "0.5 m" is 0.52-0.59 m on the ground).
-SAME_RESOLUTION = (0.8, 1.25)
-#: Beyond these ratios the scene is far from what the network learnt, resampled or not: a warning.
-FAR_RESOLUTION = (2 / 3, 1.5)
 
 
 def network_resolution(method: ChangeMethod, options: DetectOptions, grid: Grid) -> tuple[float | None, dict[str, Any] | None]:

@@ -23,6 +23,12 @@ from rasterio.windows import Window
 
 from deltacd.io.grid import Grid
 
+#: A trained network runs at the scene's resolution when it is within these ratios of its training one:
+#: nominal resolutions are approximate (LEVIR-CD's "0.5 m" is 0.52-0.59 m on the ground).
+SAME_RESOLUTION = (0.8, 1.25)
+#: Beyond these ratios the scene is far from what the network learnt, resampled or not: a warning.
+FAR_RESOLUTION = (2 / 3, 1.5)
+
 
 def grid_at_resolution(grid: Grid, res_m: float) -> Grid:
     """The grid over ``grid``'s extent with square pixels of ``res_m`` metres (its CRS must be projected)."""

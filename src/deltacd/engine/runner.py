@@ -133,7 +133,8 @@ def predict_scene(
     window : rasterio.windows.Window
         Rows of the common grid covered by the strip (full width), top to bottom.
     score : np.ndarray
-        float32 [window.height, grid.width]; NaN where either date has no data.
+        float32 [window.height, grid.width]; NaN where either date has no data. A method with
+        ``channels`` K > 1 (per-pixel class probabilities) gives [K, window.height, grid.width].
 
     ``stats``, when given, accumulates the tile count and the time spent in the method and
     waiting for reads.
@@ -143,16 +144,17 @@ def predict_scene(
     layout = plan_tiles(pair.grid.shape, method, tile_size=tile_size, overlap=overlap)
     th, tw = layout.height, layout.width
     weights = blend_weights(th, tw, layout.overlap)
-    acc = np.zeros((th, grid_w), dtype=np.float32)
+    channels = int(getattr(method, "channels", 1))
+    acc = np.zeros((channels, th, grid_w), dtype=np.float32)
     wsum = np.zeros((th, grid_w), dtype=np.float32)
     valid = np.zeros((th, grid_w), dtype=bool)
     top = 0  # grid row of the buffer's first row
     done = 0
 
     def emit(rows: int) -> tuple[Window, np.ndarray]:
-        score = acc[:rows] / np.maximum(wsum[:rows], 1e-12)
-        score[~valid[:rows]] = np.nan
-        return Window(0, top, grid_w, rows), score
+        score = acc[:, :rows] / np.maximum(wsum[:rows], 1e-12)
+        score[:, ~valid[:rows]] = np.nan
+        return Window(0, top, grid_w, rows), (score[0] if channels == 1 else score)
 
     tiles = [(r, c) for r in layout.rows for c in layout.cols]
     with ThreadPoolExecutor(max_workers=1) as reader:
@@ -174,7 +176,9 @@ def predict_scene(
                 # Rows above this tile row are final: no later tile reaches them.
                 shift = row - top
                 yield emit(shift)
-                for buffer in (acc, wsum, valid):
+                acc[:, :-shift] = acc[:, shift:]
+                acc[:, -shift:] = 0
+                for buffer in (wsum, valid):
                     buffer[:-shift] = buffer[shift:]
                     buffer[-shift:] = 0
                 top = row
@@ -188,11 +192,14 @@ def predict_scene(
             before = np.stack([_pad(b.before, layout.padded) for _, b in batch])
             after = np.stack([_pad(b.after, layout.padded) for _, b in batch])
             started = time.perf_counter()
-            scores = method.predict(before, after)[:, :th, :tw]
+            scores = method.predict(before, after)
+            if scores.ndim == 3:
+                scores = scores[:, None]
+            scores = scores[:, :, :th, :tw]
             stats.method_s += time.perf_counter() - started
             stats.tiles += len(batch)
             for (c, block), score in zip(batch, scores, strict=True):
-                acc[:, c : c + tw] += score * weights
+                acc[:, :, c : c + tw] += score * weights
                 wsum[:, c : c + tw] += weights
                 valid[:, c : c + tw] = block.valid
             done += len(batch)

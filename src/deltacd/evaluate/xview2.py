@@ -173,16 +173,11 @@ class XView2Accumulator:
         for name, a in (("dmg_pred", dp), ("loc_ref", lt), ("dmg_ref", dt)):
             if a.shape != lp.shape:
                 raise InputError(f"{name}: got shape {a.shape}, expected {lp.shape} (the shape of loc_pred); pass masks of one tile")
-        lp_b, lt_b = lp > 0, lt > 0
-        self.localization_counts += (
-            np.count_nonzero(lp_b & lt_b),
-            np.count_nonzero(~lp_b & lt_b),
-            np.count_nonzero(lp_b & ~lt_b),
-        )
-        scored = dt > 0  # only where the damage target has a building
-        d_pred = np.where(lp_b, dp, 0)[scored].astype(np.intp)  # damage credited only where a building is predicted
-        d_ref = dt[scored].astype(np.intp)
-        cm = np.bincount(d_ref * 5 + d_pred, minlength=25).reshape(5, 5)  # rows target 0..4, cols prediction 0..4
+        return self.add_tile_counts(*tile_counts(lp, dp, lt, dt))
+
+    def add_tile_counts(self, localisation: np.ndarray, cm: np.ndarray) -> XView2Accumulator:
+        """Add one tile given as its counts (:func:`tile_counts`, which may be summed over windows of the tile)."""
+        self.localization_counts += np.asarray(localisation, dtype=np.int64)
         for c in range(1, 5):
             ref_c = cm[c].sum()
             if ref_c == 0:  # class absent from this tile's target: the tile is skipped for c (official)
@@ -256,6 +251,21 @@ def xview2_score(
     else:
         acc.update(loc_pred, dmg_pred, loc_ref, dmg_ref)
     return acc.result(eps=eps)
+
+
+def tile_counts(loc_pred: np.ndarray, dmg_pred: np.ndarray, loc_ref: np.ndarray, dmg_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Localisation TP, FN, FP [3] and the 5 x 5 damage confusion (rows target, columns prediction) of a tile or window.
+
+    Counts of the windows of one image add up to the image's; :meth:`XView2Accumulator.add_tile_counts`
+    then applies the official per-tile rule once for the whole image.
+    """
+    lp_b, lt_b = loc_pred > 0, loc_ref > 0
+    localisation = np.array([np.count_nonzero(lp_b & lt_b), np.count_nonzero(~lp_b & lt_b), np.count_nonzero(lp_b & ~lt_b)])
+    scored = dmg_ref > 0  # only where the damage target has a building
+    d_pred = np.where(lp_b, dmg_pred, 0)[scored].astype(np.intp)  # damage credited only where a building is predicted
+    d_ref = dmg_ref[scored].astype(np.intp)
+    cm = np.bincount(d_ref * 5 + d_pred, minlength=25).reshape(5, 5)
+    return localisation, cm
 
 
 def rasterize_xbd_labels(

@@ -32,6 +32,12 @@ def read_polygons(path: str | Path, crs: CRS, *, what: str = "vector file") -> g
     InputError
         The file cannot be read, has no CRS, or holds no polygon.
     """
+    frame, _ = clean_polygons(read_vector(path, what=what), path, what=what)
+    return frame.to_crs(crs)
+
+
+def read_vector(path: str | Path, *, what: str = "vector file") -> gpd.GeoDataFrame:
+    """Every feature of a vector file, with its attributes and CRS (a one-line error otherwise)."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"{path}: no such {what}; check the path")
@@ -41,16 +47,33 @@ def read_polygons(path: str | Path, crs: CRS, *, what: str = "vector file") -> g
         raise InputError(f"{path}: cannot read the {what} ({exc}); give a GeoPackage, GeoJSON or Shapefile") from exc
     if frame.crs is None:
         raise InputError(f"{path}: {what} has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:2154)")
+    return frame
+
+
+def clean_polygons(frame: gpd.GeoDataFrame, path: str | Path, *, what: str) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
+    """Polygonal features of ``frame``: invalid ones repaired (make_valid), empty or non-polygonal ones dropped.
+
+    Returns the cleaned frame (attributes kept) and the counts ``read``, ``repaired``,
+    ``dropped_empty`` (no geometry, or nothing polygonal left).
+
+    Raises
+    ------
+    InputError
+        No polygon is left.
+    """
+    counts = {"read": len(frame), "repaired": 0, "dropped_empty": 0}
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
     invalid = ~frame.geometry.is_valid
     if invalid.any():
-        warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries with make_valid", stacklevel=2)
+        counts["repaired"] = int(invalid.sum())
+        warnings.warn(f"{path}: repaired {counts['repaired']} invalid geometries with make_valid", stacklevel=3)
         frame = frame.set_geometry(shapely.make_valid(frame.geometry.values))
     frame = frame.set_geometry(frame.geometry.apply(_polygonal_part))
     frame = frame[~frame.geometry.is_empty]
+    counts["dropped_empty"] = counts["read"] - len(frame)
     if frame.empty:
         raise InputError(f"{path}: {what} holds no polygon; give polygons (points and lines are not areas)")
-    return frame.to_crs(crs)
+    return frame, counts
 
 
 def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:

@@ -41,6 +41,9 @@ class ChangeMethod(ABC):
     work_bytes_per_pixel
         Memory the method needs per pixel of a batch beyond its inputs (activations of a
         network), for the up-front check of the tile size.
+    channels
+        Values per pixel ``predict`` returns: 1 (a score, [B, H, W]) or K ([B, K, H, W], e.g.
+        class probabilities), blended alike by the engine.
     """
 
     name: ClassVar[str]
@@ -50,6 +53,7 @@ class ChangeMethod(ABC):
     score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     threshold_rule: ClassVar[str] = "Otsu"
     work_bytes_per_pixel: ClassVar[int] = 16
+    channels: ClassVar[int] = 1
 
     def fit(self, sample: PixelSample) -> None:  # noqa: B027 - optional hook
         """Learn scene-wide state from pixels of the whole scene (optional)."""

@@ -21,7 +21,9 @@ Contract every registered model follows
 
 Registered: "fc-ef", "fc-siam-conc", "fc-siam-diff" (Daudt et al. 2018,
 doi:10.1109/ICIP.2018.8451652), "siamese-unet" (siamese smp/timm encoder + U-Net decoder),
-"bit" (Chen et al. 2021, doi:10.1109/TGRS.2021.3095166), and "tinycd" when
+"bit" (Chen et al. 2021, doi:10.1109/TGRS.2021.3095166), the damage networks "damage-classifier"
+(chip pair + footprint mask -> ordinal grade; its ``forward`` also takes the mask) and
+"building-unet" (buildings from the pre image only; ``after`` ignored), and "tinycd" when
 :mod:`deltacd.models.tinycd` is present.
 """
 
@@ -35,12 +37,13 @@ from torch import nn
 
 from deltacd.errors import InputError
 from deltacd.models.bit import BIT
+from deltacd.models.damage import BuildingUNet, SiameseChipClassifier
 from deltacd.models.fc import FCEarlyFusion, FCSiamConc, FCSiamDiff
 from deltacd.models.siamese_unet import SiameseUNet
 
 #: Every available change-detection network, keyed by its ``name`` class attribute.
 MODELS: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (FCEarlyFusion, FCSiamConc, FCSiamDiff, SiameseUNet, BIT)
+    cls.name: cls for cls in (FCEarlyFusion, FCSiamConc, FCSiamDiff, SiameseUNet, BIT, SiameseChipClassifier, BuildingUNet)
 }
 
 # --- TinyCD ------------------------------------------------------------------------------

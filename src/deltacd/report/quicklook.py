@@ -36,6 +36,34 @@ def stretch(values: np.ndarray, valid: np.ndarray, low: np.ndarray | None = None
 
 def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 900, title: str = "") -> Path:
     """Draw before | after | changes over after, the scene read at ``max_size`` pixels at most."""
+
+    def changes(ax) -> None:
+        if not polygons.empty:
+            polygons.boundary.plot(ax=ax, color="red", linewidth=0.8)
+
+    return _three_panels(pair, path, f"changes ({len(polygons)} polygons)", changes, max_size=max_size, title=title)
+
+
+def write_damage_quicklook(pair, buildings: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 900, title: str = "") -> Path:
+    """Draw pre | post | buildings coloured by damage grade over post, with a legend."""
+    from matplotlib.patches import Patch
+
+    from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS
+
+    def grades(ax) -> None:
+        for grade, colour in GRADE_COLOURS.items():
+            chosen = buildings[buildings["damage_grade"] == grade]
+            if not chosen.empty:
+                chosen.plot(ax=ax, facecolor=colour, edgecolor="black", linewidth=0.3, alpha=0.85)
+        counts = buildings["damage_grade"].value_counts()
+        ax.legend(handles=[Patch(facecolor=c, edgecolor="black", label=f"{GRADE_LABELS[g]} ({int(counts.get(g, 0))})")
+                           for g, c in GRADE_COLOURS.items()], loc="lower right", fontsize=8, framealpha=0.85)
+
+    return _three_panels(pair, path, f"damage ({len(buildings)} buildings)", grades, max_size=max_size, title=title,
+                         labels=("pre-event", "post-event"))
+
+
+def _three_panels(pair, path, third: str, draw, *, max_size: int, title: str, labels=("before", "after")) -> Path:
     grid = pair.grid.scaled(max_size)
     block = pair.read(grid.full_window, grid=grid)
     show = display_bands(pair.bands)
@@ -46,17 +74,16 @@ def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_s
     aspect = grid.height / grid.width
     fig, axes = plt.subplots(1, 3, figsize=(15, 5 * aspect + 0.8), constrained_layout=True)
     cmap = "gray" if before.ndim == 2 else None
-    for ax, image, label in zip(axes, (before, after, after), ("before", "after", f"changes ({len(polygons)} polygons)"), strict=True):
+    for ax, image, label in zip(axes, (before, after, after), (*labels, third), strict=True):
         ax.imshow(image, extent=extent, cmap=cmap, interpolation="nearest")
         ax.set_title(label)
         ax.set_xticks([])
         ax.set_yticks([])
-    if not polygons.empty:
-        polygons.boundary.plot(ax=axes[2], color="red", linewidth=0.8)
-        axes[2].set_xlim(left, right)
-        axes[2].set_ylim(bottom, top)
-        axes[2].set_xlabel("")
-        axes[2].set_ylabel("")
+    draw(axes[2])
+    axes[2].set_xlim(left, right)
+    axes[2].set_ylim(bottom, top)
+    axes[2].set_xlabel("")
+    axes[2].set_ylabel("")
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -1,0 +1,388 @@
+"""``damage``: a pre- and a post-event image and building footprints in, one damage grade per building out.
+
+The steps, in order: the pair is prepared exactly as by :func:`deltacd.detect` (open,
+orthorectify, align, co-register, harmonise: :func:`deltacd.pipeline.prepare_pair`) -> footprints
+are read, repaired and reprojected (or, without any, found on the pre image by a building
+segmentation network run through the same engine and vectorised) -> the pixel change score
+(CVA, or zero-shot features) is computed by the tiled engine and written window by window ->
+per-building statistics of that score inside each footprint and in a ring around it are
+accumulated strip by strip -> the chosen method grades each building
+(:mod:`deltacd.damage.methods`) -> ``buildings.gpkg``, ``damage.tif``, ``change_score.tif``,
+``quicklook.png``, ``summary.csv`` and ``run.json`` are written. Everything is staged in a
+temporary folder and published at the end, as for detect.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from pydantic import Field, NonNegativeFloat, PositiveFloat
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from rasterio.windows import Window
+
+from deltacd import __version__
+from deltacd.config import STRICT, DetectOptions, build_options
+from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
+from deltacd.damage.grades import GRADE_LABELS, GRADES, UNCLASSIFIED
+from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
+from deltacd.damage.zonal import BuildingLabels, ZonalAccumulator, ZonalStats
+from deltacd.engine.runner import EngineStats
+from deltacd.errors import InputError
+from deltacd.io.grid import Grid
+from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.records import environment, write_json
+from deltacd.io.runlog import RunLog
+from deltacd.io.vectors import read_vector
+from deltacd.io.writers import RasterWriter
+from deltacd.methods import get_method
+from deltacd.pipeline import (
+    SCORE, StageProgress, _stage, _threshold, _Timings, check_settings, gdal_env, open_pair, prepare_pair, score_strips,
+)
+from deltacd.postprocess.histogram import Histogram
+from deltacd.postprocess.polygons import CleanUp, vectorise_changes
+from deltacd.report.quicklook import write_damage_quicklook
+
+BUILDINGS = "buildings.gpkg"
+DAMAGE_TIF = "damage.tif"
+SUMMARY = "summary.csv"
+QUICKLOOK = "quicklook.png"
+RUN_RECORD = "run.json"
+DAMAGE_NODATA = 255
+PROBABILITY_FIELDS = ("p_no_damage", "p_minor", "p_major", "p_destroyed")
+
+#: Settings of detect that damage uses for the pair and the pixel change score.
+DETECT_KEYS = ("bands_before", "bands_after", "crs", "resolution", "aoi", "rpc_height", "dem", "harmonise",
+               "coregistration", "threshold", "tile_size", "overlap", "batch_size", "sample_pixels", "seed",
+               "nodata_before", "nodata_after", "method_options")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class DamageOptions:
+    """What :func:`damage` can be told besides the pair settings it shares with detect (``DETECT_KEYS``).
+
+    Attributes
+    ----------
+    method
+        ``"auto"`` (``change``, or the method of ``model`` when one is given), ``"change"``,
+        ``"classifier"`` or ``"segmentation"`` (:mod:`deltacd.damage.methods`).
+    model
+        A damage model (``.safetensors`` from ``deltacd train``, task damage-classifier or
+        damage-segmentation) for the trained methods.
+    localisation_model
+        A building segmentation model (task building-localisation) that finds the buildings on
+        the pre image when no footprints are given.
+    id_field
+        Field of the footprints that identifies a building (default: its row number).
+    buffer_m
+        Buffer applied to every footprint (m), for footprints shifted against the imagery.
+    ring_m
+        Width of the ring around each footprint whose change statistics are reported (m).
+    change_method
+        Pixel change score: ``"cva"`` or ``"zero-shot"``.
+    share_thresholds
+        Changed shares of a footprint at which the ``change`` method grades minor, major, destroyed.
+    min_valid_share
+        Buildings whose valid pixels cover less of their footprint are unclassified.
+    min_building_m2
+        Smallest building kept when buildings are found by ``localisation_model``.
+    zones, zone_field
+        Polygons (e.g. communes) and their name field: ``summary.csv`` then counts per zone too.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``: for the networks.
+    """
+
+    method: Literal["auto", "change", "classifier", "segmentation"] = "auto"
+    model: str | None = None
+    localisation_model: str | None = None
+    id_field: str | None = None
+    buffer_m: NonNegativeFloat = 0.0
+    ring_m: NonNegativeFloat = 3.0
+    change_method: Literal["cva", "zero-shot"] = "cva"
+    share_thresholds: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)],
+                            Annotated[float, Field(gt=0, le=1)]] = (0.10, 0.25, 0.50)
+    min_valid_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_building_m2: PositiveFloat = 10.0
+    zones: Path | None = None
+    zone_field: str | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class DamageResult:
+    """Where the outputs are, and the run record (the content of run.json)."""
+
+    out_dir: Path
+    record: dict[str, Any]
+
+    @property
+    def buildings(self) -> Path:
+        return self.out_dir / BUILDINGS
+
+    @property
+    def damage_raster(self) -> Path:
+        return self.out_dir / DAMAGE_TIF
+
+    @property
+    def summary(self) -> Path:
+        return self.out_dir / SUMMARY
+
+
+def split_options(options: dict[str, Any]) -> tuple[DamageOptions, DetectOptions]:
+    """Damage settings and the pair settings shared with detect, each validated (unknown keys refused)."""
+    damage_keys = {f.name for f in fields(DamageOptions)}
+    aliases = DetectOptions.aliases
+    ours = {k: v for k, v in options.items() if str(k).replace("-", "_") in damage_keys}
+    theirs = {k: v for k, v in options.items() if k not in ours}
+    unknown = sorted(k for k in theirs if aliases.get(str(k).replace("-", "_"), str(k).replace("-", "_")) not in DETECT_KEYS)
+    if unknown:
+        raise InputError(f"damage options: unknown setting(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join(sorted(damage_keys | set(DETECT_KEYS)))}")
+    damage_opts = build_options(DamageOptions, ours, source="damage options")
+    detect_opts = build_options(DetectOptions, {**theirs, "method": damage_opts.change_method}, source="damage options")
+    return damage_opts, detect_opts
+
+
+def damage(
+    before: str | Path | list,
+    after: str | Path | list,
+    out_dir: str | Path,
+    *,
+    buildings: str | Path | None = None,
+    overwrite: bool = False,
+    progress: StageProgress | None = None,
+    **options: Any,
+) -> DamageResult:
+    """Grade every building between a pre- and a post-event image and write the outputs to ``out_dir``.
+
+    Parameters
+    ----------
+    before, after
+        Pre- and post-event images (as for :func:`deltacd.detect`).
+    out_dir
+        Output folder (must not exist unless ``overwrite``): ``buildings.gpkg`` (layer
+        ``buildings``: input attributes, ``building_id``, ``damage_grade`` 0-3 or -1,
+        ``damage_label``, grade probabilities for trained methods, ``change_score``,
+        ``changed_share``, ring statistics, ``valid_share``, ``area_m2``), ``damage.tif`` (uint8
+        COG, grade per building pixel, 255 elsewhere), ``change_score.tif``, ``quicklook.png``,
+        ``summary.csv``, ``run.json``.
+    buildings
+        Footprints (any vector format and CRS); without them ``localisation_model`` finds the buildings.
+    **options
+        Fields of :class:`DamageOptions` and the pair settings of :class:`~deltacd.config.DetectOptions`
+        listed in :data:`DETECT_KEYS`.
+
+    Raises
+    ------
+    DeltacdError
+        Bad input, with a one-line message naming the file or setting; nothing is written.
+    """
+    opts, detect_opts = split_options(options)
+    method = build_damage_method(opts.method, model=opts.model, device=opts.device, min_valid_share=opts.min_valid_share,
+                                 share_thresholds=opts.share_thresholds)
+    change = get_method(opts.change_method, **(detect_opts.method_options or {}))
+    if detect_opts.harmonise == "auto":
+        detect_opts = replace(detect_opts, harmonise=getattr(change, "default_harmonise", "pif"))
+    localiser = None
+    if buildings is None:
+        localiser = _load_localiser(opts)
+    if opts.zones is not None and opts.zone_field is None:
+        raise InputError(f"zones {opts.zones}: give zone_field (--zone-field NAME), the field that names each zone")
+    timings = _Timings()
+    started = time.perf_counter()
+    inputs = input_paths(before, after, buildings, opts.zones, opts.model, opts.localisation_model, detect_opts.aoi,
+                         detect_opts.dem)
+    check_output(out_dir, overwrite=overwrite, inputs=inputs)
+    with timings.stage("open"):
+        first, second = open_pair(before, after, detect_opts)
+    check_settings(change, detect_opts, first, second)
+    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="damage", inputs=inputs) as staging, \
+            RunLog(staging) as run_log:
+        workdir = staging / "_work"
+        workdir.mkdir()
+        prepared = prepare_pair(first, second, detect_opts, workdir, timings, progress)
+        pair = prepared.pair
+        with pair:
+            grid = pair.grid
+            with timings.stage("footprints"):
+                if buildings is not None:
+                    footprints = read_footprints(buildings, grid, id_field=opts.id_field, buffer_m=opts.buffer_m)
+                else:
+                    footprints = _localise(pair, prepared.sample, localiser, detect_opts, opts, workdir, progress)
+            zones = _read_zones(opts, grid) if opts.zones is not None else None
+            with timings.stage("fit"):
+                change.fit(prepared.sample)
+            hist = Histogram()
+            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=change.score_units) as score:
+                with timings.stage("predict"):
+                    for window, values in score_strips(pair, change, detect_opts, None, workdir, progress, EngineStats()):
+                        score.write(window, values)
+                        hist.update(values)
+                threshold, rule = _threshold(change, hist, detect_opts.threshold)
+                with timings.stage("statistics"):
+                    inside, ring = building_statistics(score.read, grid, footprints.frame, threshold, hist,
+                                                       ring_width=opts.ring_m * grid.res[0] / grid.res_m, progress=progress)
+                with timings.stage("cog"):
+                    score.finish()
+            area_m2 = footprints.frame.geometry.area.to_numpy() * (grid.res_m / grid.res[0]) ** 2
+            valid_share = np.clip(inside.valid * grid.pixel_area_m2 / np.maximum(area_m2, 1e-9), 0.0, 1.0)
+            with timings.stage("grading"):
+                grades = method.grade(DamageContext(pair, footprints.frame, inside, valid_share, detect_opts.tile_size,
+                                                    detect_opts.batch_size, progress))
+            table = building_table(footprints.frame, grades, inside, ring, valid_share, area_m2, trained=method.trained)
+            with timings.stage("outputs"):
+                table.to_file(staging / BUILDINGS, layer="buildings", driver="GPKG")
+                write_damage_raster(staging / DAMAGE_TIF, grid, table)
+                summary = write_summary(staging / SUMMARY, table, zones, opts.zone_field)
+                write_damage_quicklook(pair, table, staging / QUICKLOOK,
+                                       title=f"{method.name}: {len(table)} buildings")
+            shutil.rmtree(workdir)
+            timings["total"] = round(time.perf_counter() - started, 3)
+            record = {
+                "deltacd_version": __version__,
+                **environment(),
+                "warnings": run_log.warnings,
+                "inputs": prepared.inputs | {"buildings": str(buildings) if buildings else None},
+                "grid": grid.describe(),
+                "bands": list(pair.bands),
+                "options": {"damage": _plain(opts), "pair": detect_opts.to_dict()},
+                "coregistration": prepared.coregistration.describe() if prepared.coregistration else None,
+                "radiometry": prepared.radiometry,
+                "change_score": change.describe() | {"score_units": change.score_units},
+                "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
+                "footprints": footprints.counts | {"source": str(buildings) if buildings else "localisation model"},
+                "method": method.describe() | {"details": grades.details},
+                "results": summary,
+                "timings_s": dict(timings),
+                "outputs": {"buildings": BUILDINGS, "damage": DAMAGE_TIF, "score": SCORE, "summary": SUMMARY,
+                            "quicklook": QUICKLOOK},
+            }
+            write_json(staging / RUN_RECORD, record)
+    return DamageResult(Path(out_dir), record)
+
+
+def _plain(opts: DamageOptions) -> dict[str, Any]:
+    return {f.name: (str(v) if isinstance(v := getattr(opts, f.name), Path) else v) for f in fields(DamageOptions)}
+
+
+def _load_localiser(opts: DamageOptions):
+    if opts.localisation_model is None:
+        raise InputError(
+            "buildings: none given; give footprints (--buildings FOOTPRINTS.gpkg, e.g. BD TOPO or OpenStreetMap), "
+            "or a building localisation model (--localisation-model MODEL.safetensors, deltacd train task building-localisation)"
+        )
+    from deltacd.methods.learned import LearnedModel
+
+    localiser = LearnedModel.from_file(opts.localisation_model, device=opts.device)
+    if localiser.spec.name != "building-unet":
+        raise InputError(f"{opts.localisation_model}: a {localiser.spec.name!r} model; finding buildings needs a "
+                         "building-unet (deltacd train, task building-localisation)")
+    return localiser
+
+
+def _localise(pair, sample, localiser, detect_opts: DetectOptions, opts: DamageOptions, workdir: Path, progress) -> Footprints:
+    """Buildings found on the pre image by the localisation network, vectorised (minimum area ``min_building_m2``)."""
+    from deltacd.engine.regrid import write_strips
+    from deltacd.pipeline import network_resolution
+
+    localiser.fit(sample)
+    run_res, _ = network_resolution(localiser, replace(detect_opts, model_resolution="auto"), pair.grid)
+    path = write_strips(workdir / "buildings_probability.tif", pair.grid,
+                        score_strips(pair, localiser, detect_opts, run_res, workdir, progress, EngineStats()))
+    with rasterio.open(path) as src:
+        polygons = vectorise_changes(lambda window: src.read(1, window=window), pair.grid, float(localiser.spec.threshold),
+                                     CleanUp(opts.min_building_m2, 0), progress=_stage(progress, "buildings"))
+    polygons = polygons[["geometry"]].assign(found_score=polygons["mean_score"].to_numpy())
+    return footprints_from_frame(polygons, pair.grid, source="localisation model", buffer_m=opts.buffer_m)
+
+
+def building_statistics(read, grid: Grid, buildings: gpd.GeoDataFrame, threshold: float, hist: Histogram, *,
+                        ring_width: float, rows: int = 1024, progress=None) -> tuple[ZonalStats, ZonalStats]:
+    """Statistics of the change score inside each footprint and in its ring (see :class:`~deltacd.damage.zonal.ZonalAccumulator`)."""
+    high = hist.quantile(0.999) if hist.total else threshold + 1.0
+    low = float(hist.low) if hist.low is not None else 0.0
+    inside_labels, ring_labels = BuildingLabels(buildings.geometry), BuildingLabels(rings(buildings, ring_width))
+    inside = ZonalAccumulator(len(buildings), low=low, high=high, threshold=threshold)
+    ring = ZonalAccumulator(len(buildings), low=low, high=high, threshold=threshold)
+    for top in range(0, grid.height, rows):
+        window = Window(0, top, grid.width, min(rows, grid.height - top))
+        values = read(window)
+        inside.add(inside_labels.read(grid, window), values)
+        ring.add(ring_labels.read(grid, window), values)
+        if progress is not None:
+            progress("statistics", min(top + rows, grid.height), grid.height)
+    return inside.result(), ring.result()
+
+
+def building_table(frame: gpd.GeoDataFrame, grades: BuildingGrades, inside: ZonalStats, ring: ZonalStats,
+                   valid_share: np.ndarray, area_m2: np.ndarray, *, trained: bool) -> gpd.GeoDataFrame:
+    """The buildings layer: input attributes kept, damage fields added (names in :func:`damage`)."""
+    table = frame.copy()
+    table["damage_grade"] = grades.grade.astype(np.int16)
+    table["damage_label"] = [GRADE_LABELS[int(g)] for g in grades.grade]
+    if trained and grades.probability is not None:
+        for k, name in enumerate(PROBABILITY_FIELDS):
+            table[name] = np.round(grades.probability[:, k], 4)
+    table["change_score"] = inside.median
+    table["change_score_p90"] = inside.p90
+    table["changed_share"] = inside.share_above
+    table["ring_change_score"] = ring.median
+    table["ring_changed_share"] = ring.share_above
+    table["valid_share"] = np.round(valid_share, 4)
+    table["area_m2"] = np.round(area_m2, 2)
+    return table
+
+
+def write_damage_raster(path: Path, grid: Grid, table: gpd.GeoDataFrame, rows: int = 1024) -> Path:
+    """uint8 COG: each building's grade (0-3) on its pixels; 255 elsewhere, and for unclassified buildings."""
+    graded = table[table["damage_grade"] >= 0].sort_values("damage_grade")  # the most severe wins where footprints overlap
+    labels = BuildingLabels(graded.geometry)
+    values = np.concatenate([[DAMAGE_NODATA], graded["damage_grade"].to_numpy()]).astype(np.uint8)
+    with RasterWriter(path, grid, dtype="uint8", nodata=DAMAGE_NODATA, overview_resampling="nearest",
+                      description="damage grade: 0 no damage, 1 minor, 2 major, 3 destroyed; 255 no building") as raster:
+        for top in range(0, grid.height, rows):
+            window = Window(0, top, grid.width, min(rows, grid.height - top))
+            raster.write(window, values[labels.read(grid, window)])
+        raster.finish()
+    return path
+
+
+def _read_zones(opts: DamageOptions, grid: Grid) -> gpd.GeoDataFrame:
+    frame = read_vector(opts.zones, what="zones")
+    if opts.zone_field not in frame.columns:
+        raise InputError(f"{opts.zones}: no field {opts.zone_field!r} (fields: {', '.join(map(str, frame.columns[:12]))}); "
+                         "check --zone-field")
+    return frame[[opts.zone_field, "geometry"]].to_crs(grid.crs)
+
+
+def write_summary(path: Path, table: gpd.GeoDataFrame, zones: gpd.GeoDataFrame | None, zone_field: str | None) -> dict[str, Any]:
+    """Counts and footprint areas per grade (and per zone); returns them for run.json."""
+    rows = []
+    by_zone = None
+    if zones is not None:
+        centroids = gpd.GeoDataFrame(geometry=table.geometry.representative_point(), crs=table.crs)
+        joined = gpd.sjoin(centroids, zones, how="left", predicate="within")
+        by_zone = joined[~joined.index.duplicated()][zone_field].reindex(table.index).fillna("(outside the zones)")
+    groups = [("all", table)] + ([] if by_zone is None else [(str(z), table[by_zone == z]) for z in sorted(by_zone.unique())])
+    for zone, part in groups:
+        for grade in (*GRADES, UNCLASSIFIED):
+            chosen = part[part["damage_grade"] == grade]
+            rows.append({"zone": zone, "damage_grade": grade, "damage_label": GRADE_LABELS[grade], "buildings": len(chosen),
+                         "footprint_area_m2": round(float(chosen["area_m2"].sum()), 2)})
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    overall = [r for r in rows if r["zone"] == "all"]
+    return {"buildings": len(table), "per_grade": {r["damage_label"]: r["buildings"] for r in overall},
+            "area_m2_per_grade": {r["damage_label"]: r["footprint_area_m2"] for r in overall}}
+
+
+__all__ = ["DamageOptions", "DamageResult", "damage", "split_options"]
