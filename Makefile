@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean webmap-assets
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/deltacd demo --out deltacd-demo --overwrite
 
-test: $(STAMP)
+# The web map is tested in a real browser: Debian's Chromium, driven by Playwright (pip, test extras).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM) (the web map tests drive it)"; exit 1; }
+	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) deltacd-demo
+
+# Refresh the web map's front-end library from the npm registry (the copy in the package is committed,
+# so neither a build nor a run needs npm or a network).
+webmap-assets:
+	cd tools/webmap && npm ci --no-audit --no-fund
+	cp tools/webmap/node_modules/leaflet/dist/leaflet.js tools/webmap/node_modules/leaflet/dist/leaflet.css src/deltacd/report/webmap_assets/
+	cp tools/webmap/node_modules/leaflet/dist/images/*.png src/deltacd/report/webmap_assets/images/
+	cp tools/webmap/node_modules/leaflet/LICENSE src/deltacd/report/webmap_assets/LEAFLET-LICENSE

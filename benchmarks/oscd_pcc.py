@@ -42,55 +42,21 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
-from rasterio.vrt import WarpedVRT
 
 import deltacd
 from deltacd.evaluate.compare import compare
 from deltacd.evaluate.metrics import ConfusionMatrix
 from deltacd.report.figures import agreement_figure
+from deltacd.study.examples import (
+    RULE_CLASSES, VEGETATION_NDVI, WATER_MAX_BRIGHTNESS, WATER_NDWI, band_file, write_raster as write,
+)
+from deltacd.study.examples import rule_land_cover as land_cover
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "oscd_changedetectionrepository"
 CITIES = ["aguasclaras", "bercy", "bordeaux", "hongkong", "nantes", "paris", "rennes"]
-CLASSES = {1: "water", 2: "vegetation", 3: "bare/built"}
-WATER_NDWI, WATER_MAX_BRIGHTNESS, VEGETATION_NDVI = 0.2, 1000.0, 0.35
-
-
-def band_file(folder: Path, band: str) -> Path:
-    return next(folder.glob(f"*_{band}.tif"))
-
-
-def read_on(path: Path, profile: dict) -> np.ndarray:
-    """Band 1 of ``path`` on the grid of ``profile`` (nearest when the grids differ)."""
-    with rasterio.open(path) as src:
-        if src.crs == profile["crs"] and src.transform == profile["transform"] and src.shape == (profile["height"], profile["width"]):
-            return src.read(1).astype(np.float64)
-        with WarpedVRT(src, crs=profile["crs"], transform=profile["transform"], width=profile["width"],
-                       height=profile["height"], resampling=Resampling.nearest) as vrt:
-            return vrt.read(1).astype(np.float64)
-
-
-def land_cover(folder: Path, profile: dict) -> np.ndarray:
-    """The rule-based land-cover map of one date (codes of CLASSES, 0 = nodata); see the module docstring."""
-    b02, b03, b04, b08 = (read_on(band_file(folder, b), profile) for b in ("B02", "B03", "B04", "B08"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi = (b08 - b04) / (b08 + b04)
-        ndwi = (b03 - b08) / (b03 + b08)
-    brightness = (b02 + b03 + b04 + b08) / 4
-    water = (ndwi > WATER_NDWI) & (brightness < WATER_MAX_BRIGHTNESS)
-    vegetation = ~water & (ndvi > VEGETATION_NDVI)
-    lc = np.where(water, 1, np.where(vegetation, 2, 3)).astype(np.uint8)
-    lc[(b02 == 0) | (b03 == 0) | (b04 == 0) | (b08 == 0)] = 0
-    return lc
-
-
-def write(path: Path, array: np.ndarray, profile: dict, nodata: int | None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-                       crs=profile["crs"], transform=profile["transform"], nodata=nodata) as dst:
-        dst.write(array, 1)
-    return path
+CLASSES = RULE_CLASSES
 
 
 def load_model(path: str | None):

@@ -107,7 +107,7 @@ def test_agreement_raster_and_polygons(scene, tmp_path):
         assert src.nodata == 255 and src.dtypes[0] == "uint8"
         assert src.crs == LAMBERT93 and src.transform == TRANSFORM
         np.testing.assert_array_equal(src.read(1), expected)
-    polygons = gpd.read_file(result.agreement_polygons)
+    polygons = gpd.read_file(result.agreement_polygons, layer="agreement")
     assert set(polygons["agreement"]) == {1, 2, 3}
     for code in (1, 2, 3):
         area = polygons.loc[polygons["agreement"] == code].geometry.area.sum()

@@ -30,7 +30,7 @@ def test_injected_change_is_found(scene_pair, tmp_path, method):
     found = (mask == 1) & truth
     assert found.sum() / truth.sum() > 0.9  # recall
     assert found.sum() / (mask == 1).sum() > 0.9  # precision
-    polygons = gpd.read_file(result.polygons)
+    polygons = gpd.read_file(result.polygons, layer="changes")
     biggest = polygons.sort_values("area_m2").iloc[-1]
     assert biggest["area_m2"] == pytest.approx(40 * 50 * 0.25, rel=0.1)
     assert result.record["results"]["changed_pixels"] == int((mask == 1).sum())
@@ -42,7 +42,7 @@ def test_no_change_gives_an_empty_mask(scene_pair, tmp_path, method):
     result = deltacd.detect(before, before, tmp_path / "out", method=method, min_area_m2=0)
     with rasterio.open(result.mask) as src:
         assert (src.read(1) == 1).sum() == 0
-    assert len(gpd.read_file(result.polygons)) == 0
+    assert len(gpd.read_file(result.polygons, layer="changes")) == 0
     assert result.record["results"]["polygons"] == 0
 
 
@@ -62,7 +62,7 @@ def test_outputs_are_georeferenced_cogs_with_overviews(scene_pair, tmp_path):
                 assert np.isnan(src.nodata)
             else:
                 assert src.nodata == nodata
-    polygons = gpd.read_file(result.polygons)
+    polygons = gpd.read_file(result.polygons, layer="changes")
     assert polygons.crs == crs
     assert {"area_m2", "pixels", "mean_score", "max_score"} <= set(polygons.columns)
     assert result.quicklook.stat().st_size > 10_000
@@ -160,7 +160,7 @@ def test_cli_runs_sentinel2_band_folders_with_a_config_file(data_dir, tmp_path, 
     assert len(record["bands"]) == 13
     assert record["method"]["chi2_quantile"] == 0.999
     assert record["options"]["min_area_m2"] == 500
-    assert gpd.read_file(tmp_path / "out/changes.gpkg")["area_m2"].min() >= 500
+    assert gpd.read_file(tmp_path / "out/changes.gpkg", layer="changes")["area_m2"].min() >= 500
     assert "outputs in" in capsys.readouterr().out
 
 

@@ -20,7 +20,7 @@ from deltacd.datasets.torch_dataset import ChangeChipDataset
 from deltacd.errors import InputError, MissingInputError, OutputError
 from deltacd.evaluate.metrics import ScoreHistogram
 from deltacd.models.checkpoint import ModelSpec, load_checkpoint, read_spec, save_checkpoint
-from deltacd.models.registry import MODELS, build_model
+from deltacd.models.registry import CHANGE_MODELS, build_model
 from deltacd.train import ChangeDetectionTask, TrainConfig, load_train_config, train
 from deltacd.train.datamodule import ChangeDataModule, subset_indices
 from deltacd.train.losses import build_loss, pos_weight_from_balance
@@ -336,7 +336,7 @@ def test_max_train_chips_is_a_seeded_nested_subset() -> None:
     assert subset_indices(5, 10, seed=0) == list(range(5))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(CHANGE_MODELS))
 def test_training_and_predict_steps_run_for_every_model(name, dataset) -> None:
     torch.manual_seed(0)
     task = _task(model=name, **_manifest_norm(dataset))

@@ -114,7 +114,7 @@ def _detect_options(args: argparse.Namespace) -> dict:
     """DetectOptions fields from a --config file, overridden by the flags given on the command line."""
     options = _load_config(args.config)
     flags = {
-        "method": args.method, "model": args.model, "tta": args.tta or None, "device": args.device, "bands_before": args.bands_before, "bands_after": args.bands_after, "crs": args.crs,
+        "method": args.method, "model": args.model, "tta": args.tta or None, "uncertainty": args.uncertainty or None, "device": args.device, "bands_before": args.bands_before, "bands_after": args.bands_after, "crs": args.crs,
         "resolution": args.resolution, "aoi": args.aoi, "rpc_height": args.rpc_height, "dem": args.dem,
         "harmonise": args.harmonise, "coregistration": args.coregistration, "threshold": args.threshold,
         "min_area_m2": args.min_area, "morphology_radius_px": args.morphology, "tile_size": args.tile_size,
@@ -381,6 +381,37 @@ def cmd_evaluate_damage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from deltacd.study.run import run_study
+
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        result = run_study(args.study, force=args.force, progress=bars)
+    finally:
+        bars.close()
+    for step in result.steps:
+        print(f"{step.name:16s} {step.status:22s} {step.seconds:8.1f} s  {step.reason}")
+    report = result.out_dir / "report" / "report.html"
+    print(f"study {result.record['name']} in {result.out_dir}/" + (f"; report: {report}" if report.is_file() else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from deltacd.report.html import write_report
+
+    path = write_report(args.source, args.out, title=args.title, webmap=not args.no_webmap, overwrite=args.overwrite)
+    print(f"report: {path}" + ("" if args.no_webmap else f"; web map: {path.parent / 'webmap' / 'index.html'}"))
+    return 0
+
+
+def cmd_prepare_examples(args: argparse.Namespace) -> int:
+    from deltacd.study.examples import prepare_examples
+
+    out = prepare_examples(args.data, args.out)
+    print(f"example data in {out}/ (from {args.data}); now e.g. deltacd run examples/coast_landcover_oscd.yaml")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from deltacd.methods import METHODS
 
@@ -394,6 +425,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", help="change method: cva (default), irmad or zero-shot; see `deltacd methods`")
     g.add_argument("--model", help="trained network: MODEL.safetensors, or ARCH:PATH for another code's checkpoint (tinycd:levir_best.pth)")
     g.add_argument("--tta", action="store_true", help="flip test-time augmentation for --model")
+    g.add_argument("--uncertainty", action="store_true",
+                   help="with --model: also write change_uncertainty.tif, the predictive entropy over the TTA views")
     g.add_argument("--model-resolution", type=_model_resolution, metavar="auto|grid|METRES",
                    help="resolution --model runs at: auto (default: the one it was trained at, from its checkpoint), "
                         "grid (the output grid as is) or metres")
@@ -609,6 +642,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate_damage)
+
+    p = sub.add_parser("run", parents=[common], help="run a whole study from one study file", description=(
+        "Run the steps of STUDY.yaml (detect, damage, compare, evaluate, evaluate-damage, report), each into its own "
+        "subfolder of the study's output folder. A rerun skips the steps whose inputs and options did not change and "
+        "resumes a killed run at the step it was in. Examples: examples/*.yaml."))
+    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("--force", action="store_true", help="rerun every step")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", parents=[common], help="an HTML report and a web map of a run or a study", description=(
+        "Write report.html (self-contained, figures embedded; PNGs in figures/) and webmap/index.html for the output "
+        "folder of deltacd run, detect or damage."))
+    p.add_argument("source", metavar="RUN_OR_STUDY_DIR")
+    p.add_argument("-o", "--out", help="report folder (default: RUN_OR_STUDY_DIR/report)")
+    p.add_argument("--title", help="title of the report")
+    p.add_argument("--no-webmap", action="store_true", help="no interactive map")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("prepare-examples", parents=[common], help="write the data of the example studies", description=(
+        "Write into OUT what the example studies (examples/*.yaml) need from the shared data sets: land-cover maps, "
+        "georeferenced labels and zones for OSCD Bordeaux, the IGN land-cover mosaics, an Ida-BD tile as a GeoTIFF pair "
+        "with footprints."))
+    default_data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    p.add_argument("--data", default=str(default_data), help=f"the shared data folder (default {default_data})")
+    p.add_argument("-o", "--out", default=str(Path(__file__).resolve().parents[2] / "examples" / "data"),
+                   help="output folder (default examples/data of the repository)")
+    p.set_defaults(func=cmd_prepare_examples)
 
     p = sub.add_parser("methods", parents=[common], help="list the change methods", description="List the change-detection methods.")
     p.set_defaults(func=cmd_methods)

@@ -46,6 +46,9 @@ class DetectOptions:
         made by other code (``tinycd:levir_best.pth``). It carries its bands, normalisation and threshold.
     tta
         Flip test-time augmentation for ``model`` (4 passes, averaged).
+    uncertainty
+        For ``model``: also write ``change_uncertainty.tif``, the predictive entropy over the
+        test-time augmentation views (implies ``tta``).
     device
         ``"auto"`` (a GPU when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, for ``model``.
     harmonise
@@ -83,6 +86,7 @@ class DetectOptions:
     method_options: dict[str, Any] | None = None
     model: str | None = None
     tta: bool = False
+    uncertainty: bool = False
     device: str = "auto"
     bands_before: str | None = None
     bands_after: str | None = None

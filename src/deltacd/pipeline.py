@@ -34,9 +34,11 @@ from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.qgis import MASK_STYLE, UNCERTAINTY_STYLE, outline_qml, score_ramp, write_styles
 from deltacd.io.rasters import DateImage, open_image
 from deltacd.io.records import environment, write_json
 from deltacd.io.runlog import RunLog
+from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
 from deltacd.postprocess.histogram import Histogram
@@ -46,6 +48,7 @@ from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
 from deltacd.prepare.orthorectify import orthorectify
 from deltacd.prepare.radiometry import fit_harmoniser
 from deltacd.prepare.sampling import PixelSample, sample_pixels
+from deltacd.report.backdrop import write_backdrops
 from deltacd.report.quicklook import write_quicklook
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 StageProgress = Callable[[str, int, int], None]
 
 SCORE = "change_score.tif"
+UNCERTAINTY = "change_uncertainty.tif"
 MASK = "change_mask.tif"
 POLYGONS = "changes.gpkg"
 QUICKLOOK = "quicklook.png"
@@ -155,7 +159,7 @@ def build_method(options: DetectOptions, method_instance: ChangeMethod | None = 
     if options.model:
         from deltacd.methods.learned import LearnedModel  # torch is imported only when a model is asked for
 
-        return LearnedModel.from_file(options.model, device=options.device, tta=options.tta)
+        return LearnedModel.from_file(options.model, device=options.device, tta=options.tta, uncertainty=options.uncertainty)
     return get_method(options.method, **(options.method_options or {}))
 
 
@@ -243,9 +247,16 @@ def detect(
             hist = Histogram()
             valid_pixels = 0
             engine = EngineStats()
-            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score:
+            channels = int(getattr(method, "channels", 1))
+            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score, \
+                    (RasterWriter(staging / UNCERTAINTY, grid, dtype="float32", nodata=float("nan"),
+                                  description="predictive entropy of the change probability over test-time augmentation (bits)")
+                     if channels == 2 else nullcontext()) as uncertainty:
                 with timings.stage("predict"):
                     for window, values in score_strips(pair, method, opts, run_res, workdir, progress, engine):
+                        if channels == 2:
+                            values, spread = values
+                            uncertainty.write(window, spread)
                         score.write(window, values)
                         hist.update(values)
                         valid_pixels += int(np.isfinite(values).sum())
@@ -259,8 +270,13 @@ def detect(
                     changed_pixels = _write_mask(staging / MASK, grid, polygons, score.read, progress=_stage(progress, "mask"))
                 with timings.stage("cog"):
                     score.finish()
+                    if uncertainty is not None:
+                        uncertainty.finish()
             with timings.stage("outputs"):
-                polygons.to_file(staging / POLYGONS, driver="GPKG", layer="changes")
+                write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
+                write_layer(polygons, staging / POLYGONS, "changes")
+                write_styles(staging, {MASK: lambda _: MASK_STYLE, SCORE: score_ramp(method.score_units),
+                                       UNCERTAINTY: lambda _: UNCERTAINTY_STYLE}, {(POLYGONS, "changes"): outline_qml()})
                 write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
             warn_if_mostly_changed(changed_pixels, valid_pixels, rule)
             shutil.rmtree(workdir)
@@ -310,7 +326,7 @@ def score_strips(
     if run_res is None:
         yield from strips
         return
-    scratch = write_strips(workdir / "score_at_model_resolution.tif", run_pair.grid, strips)
+    scratch = write_strips(workdir / "score_at_model_resolution.tif", run_pair.grid, strips, channels=int(getattr(method, "channels", 1)))
     yield from read_on_grid(scratch, pair.grid)
 
 
@@ -376,6 +392,7 @@ def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels,
         "method": method.describe() | {"score_units": method.score_units},
         "model_resolution": resolution,
         "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
+        "score_histogram": hist.describe(),
         "results": {
             "valid_pixels": valid_pixels,
             "changed_pixels": changed_pixels,

@@ -34,13 +34,14 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
-from deltacd.damage.zonal import BuildingLabels
+from deltacd.postprocess.zonal import FeatureLabels
 from deltacd.errors import InputError
 from deltacd.evaluate.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.qgis import categorized_qml, paletted_qml, write_styles
 from deltacd.io.records import environment, write_json
-from deltacd.io.vectors import clean_polygons, read_vector
+from deltacd.io.vectors import clean_polygons, read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 
 AGREEMENT = {0: "same grade", 1: "ours more severe", 2: "ours less severe", 3: "only ours", 4: "only reference",
@@ -229,8 +230,11 @@ def evaluate_damage(
         grid = _grid_of(ours_raster) if ours_raster is not None else Grid.from_bounds(mine.crs, tuple(layer.total_bounds), resolution / units)
         if reference_masks is not None and ours_raster is not None:
             metrics["xview2"] = _xview2(ours_raster, reference_masks, grid)
-        layer.to_file(staging / "agreement.gpkg", layer="agreement", driver="GPKG")
+        write_layer(layer, staging / "agreement.gpkg", "agreement")
         _write_agreement_raster(staging / "agreement.tif", grid, layer)
+        classes = {k: (label, AGREEMENT_COLOURS[k]) for k, label in AGREEMENT.items()}
+        write_styles(staging, {"agreement.tif": lambda _: paletted_qml({**classes, 255: ("no building", "#000000")}, transparent=(255,))},
+                     {("agreement.gpkg", "agreement"): categorized_qml("agreement", classes)})
         _write_tables(staging, counts, per_grade)
         _figures(staging, counts, layer, metrics)
         write_json(staging / "damage_metrics.json", metrics)
@@ -255,7 +259,7 @@ def _grid_of(path: Path) -> Grid:
 
 
 def _write_agreement_raster(path: Path, grid: Grid, layer: gpd.GeoDataFrame, rows: int = 1024) -> None:
-    labels = BuildingLabels(layer.geometry)
+    labels = FeatureLabels(layer.geometry)
     values = np.concatenate([[AGREEMENT_NODATA], layer["agreement"].to_numpy()]).astype(np.uint8)
     description = "; ".join(f"{k} {v}" for k, v in AGREEMENT.items()) + f"; {AGREEMENT_NODATA} no building"
     with RasterWriter(path, grid, dtype="uint8", nodata=AGREEMENT_NODATA, overview_resampling="nearest",

@@ -35,7 +35,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from deltacd.damage.grades import GRADES, UNCLASSIFIED
-from deltacd.damage.zonal import BuildingLabels, ZonalAccumulator, ZonalStats
+from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.methods.base import ChangeMethod
@@ -277,7 +277,7 @@ class PixelSegmentation(DamageMethod):
         pair = _run_pair(context.pair, self.spec.gsd_m)
         method = SegmentationScores(self.model, self.spec, self.device, _band_index(self.spec, pair.bands, self.source))
         buildings = context.buildings.to_crs(pair.grid.crs)
-        labels = BuildingLabels(buildings.geometry)
+        labels = FeatureLabels(buildings.geometry)
         accumulator = ZonalAccumulator(len(buildings), low=0.0, high=1.0, threshold=0.5, bins=2, classes=len(GRADES))
         progress = None if context.progress is None else (lambda d, t: context.progress("segmentation", d, t))
         for window, probabilities in predict_scene(pair, method, tile_size=context.tile_size, batch_size=context.batch_size,

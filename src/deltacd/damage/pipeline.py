@@ -31,16 +31,17 @@ from rasterio.windows import Window
 from deltacd import __version__
 from deltacd.config import STRICT, DetectOptions, build_options
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
-from deltacd.damage.grades import GRADE_LABELS, GRADES, UNCLASSIFIED
+from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
-from deltacd.damage.zonal import BuildingLabels, ZonalAccumulator, ZonalStats
+from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.engine.runner import EngineStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.records import environment, write_json
 from deltacd.io.runlog import RunLog
-from deltacd.io.vectors import read_vector
+from deltacd.io.qgis import categorized_qml, paletted_qml, score_ramp, write_styles
+from deltacd.io.vectors import read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import get_method
 from deltacd.pipeline import (
@@ -48,6 +49,7 @@ from deltacd.pipeline import (
 )
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
+from deltacd.report.backdrop import write_backdrops
 from deltacd.report.quicklook import write_damage_quicklook
 
 BUILDINGS = "buildings.gpkg"
@@ -234,15 +236,23 @@ def damage(
             area_m2 = footprints.frame.geometry.area.to_numpy() * (grid.res_m / grid.res[0]) ** 2
             valid_share = np.clip(inside.valid * grid.pixel_area_m2 / np.maximum(area_m2, 1e-9), 0.0, 1.0)
             with timings.stage("grading"):
-                grades = method.grade(DamageContext(pair, footprints.frame, inside, valid_share, detect_opts.tile_size,
+                # trained networks learnt on raw pairs: they get date 2 without the harmonisation the change score used
+                seen = pair.replace(after_transform=None) if method.trained else pair
+                grades = method.grade(DamageContext(seen, footprints.frame, inside, valid_share, detect_opts.tile_size,
                                                     detect_opts.batch_size, progress))
             table = building_table(footprints.frame, grades, inside, ring, valid_share, area_m2, trained=method.trained)
             with timings.stage("outputs"):
-                table.to_file(staging / BUILDINGS, layer="buildings", driver="GPKG")
+                write_layer(table, staging / BUILDINGS, "buildings")
                 write_damage_raster(staging / DAMAGE_TIF, grid, table)
+                legend = {g: (GRADE_LABELS[g], GRADE_COLOURS[g]) for g in GRADE_COLOURS}
+                write_styles(staging, {DAMAGE_TIF: lambda _: paletted_qml({**{g: legend[g] for g in GRADES},
+                                                                           255: ("no building", "#000000")}, transparent=(255,)),
+                                       SCORE: score_ramp(change.score_units)},
+                             {(BUILDINGS, "buildings"): categorized_qml("damage_grade", legend)})
                 summary = write_summary(staging / SUMMARY, table, zones, opts.zone_field)
                 write_damage_quicklook(pair, table, staging / QUICKLOOK,
                                        title=f"{method.name}: {len(table)} buildings")
+                write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
             shutil.rmtree(workdir)
             timings["total"] = round(time.perf_counter() - started, 3)
             record = {
@@ -257,6 +267,7 @@ def damage(
                 "radiometry": prepared.radiometry,
                 "change_score": change.describe() | {"score_units": change.score_units},
                 "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
+                "score_histogram": hist.describe(),
                 "footprints": footprints.counts | {"source": str(buildings) if buildings else "localisation model"},
                 "method": method.describe() | {"details": grades.details},
                 "results": summary,
@@ -305,10 +316,10 @@ def _localise(pair, sample, localiser, detect_opts: DetectOptions, opts: DamageO
 
 def building_statistics(read, grid: Grid, buildings: gpd.GeoDataFrame, threshold: float, hist: Histogram, *,
                         ring_width: float, rows: int = 1024, progress=None) -> tuple[ZonalStats, ZonalStats]:
-    """Statistics of the change score inside each footprint and in its ring (see :class:`~deltacd.damage.zonal.ZonalAccumulator`)."""
+    """Statistics of the change score inside each footprint and in its ring (see :class:`~deltacd.postprocess.zonal.ZonalAccumulator`)."""
     high = hist.quantile(0.999) if hist.total else threshold + 1.0
     low = float(hist.low) if hist.low is not None else 0.0
-    inside_labels, ring_labels = BuildingLabels(buildings.geometry), BuildingLabels(rings(buildings, ring_width))
+    inside_labels, ring_labels = FeatureLabels(buildings.geometry), FeatureLabels(rings(buildings, ring_width))
     inside = ZonalAccumulator(len(buildings), low=low, high=high, threshold=threshold)
     ring = ZonalAccumulator(len(buildings), low=low, high=high, threshold=threshold)
     for top in range(0, grid.height, rows):
@@ -343,7 +354,7 @@ def building_table(frame: gpd.GeoDataFrame, grades: BuildingGrades, inside: Zona
 def write_damage_raster(path: Path, grid: Grid, table: gpd.GeoDataFrame, rows: int = 1024) -> Path:
     """uint8 COG: each building's grade (0-3) on its pixels; 255 elsewhere, and for unclassified buildings."""
     graded = table[table["damage_grade"] >= 0].sort_values("damage_grade")  # the most severe wins where footprints overlap
-    labels = BuildingLabels(graded.geometry)
+    labels = FeatureLabels(graded.geometry)
     values = np.concatenate([[DAMAGE_NODATA], graded["damage_grade"].to_numpy()]).astype(np.uint8)
     with RasterWriter(path, grid, dtype="uint8", nodata=DAMAGE_NODATA, overview_resampling="nearest",
                       description="damage grade: 0 no damage, 1 minor, 2 major, 3 destroyed; 255 no building") as raster:

@@ -65,6 +65,7 @@ from deltacd.io.vectors import clean_polygons, read_vector
 from deltacd.models.checkpoint import ModelSpec, offline_kwargs, save_checkpoint
 from deltacd.models.damage import ordinal_probabilities, ordinal_targets
 from deltacd.models.registry import build_model
+from deltacd.postprocess.zonal import FeatureLabels
 from deltacd.prepare.align import align_pair
 
 log = logging.getLogger(__name__)
@@ -250,8 +251,6 @@ def chip_samples(scenes: list[Scene], chip_m: float, progress=None) -> Samples:
 
 def crop_samples(scenes: list[Scene], crop_px: int, per_scene: int, *, task: str, seed: int, progress=None) -> Samples:
     """Crops of ``crop_px`` pixels, half centred on buildings, with a pixel target (module notes)."""
-    from deltacd.damage.zonal import BuildingLabels
-
     rng = np.random.default_rng(seed)
     before, after, target, scene_index, bands, resolution = [], [], [], [], None, None
     for s, scene in enumerate(scenes):
@@ -263,7 +262,7 @@ def crop_samples(scenes: list[Scene], crop_px: int, per_scene: int, *, task: str
             size = min(crop_px, grid.width, grid.height) // 32 * 32
             if size < 32:
                 continue
-            labels = BuildingLabels(frame.geometry)
+            labels = FeatureLabels(frame.geometry)
             centres = np.array([(~grid.transform) * (p.x, p.y) for p in frame.geometry.representative_point()])
             for k in range(per_scene):
                 if k % 2 == 0 and len(centres):
@@ -373,11 +372,11 @@ def train_damage(config: DamageTrainConfig | dict[str, Any] | str | Path, *, ove
             model = build_model(name, **kwargs)
             task = DamageTask(cfg, model, samples, train_idx, val_idx, mean, std)
             accelerator = "cpu" if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()) else "gpu"
-            trainer = L.Trainer(max_steps=cfg.steps, accelerator=accelerator, devices=1, precision=cfg.precision,
-                                val_check_interval=min(cfg.eval_every, cfg.steps), check_val_every_n_epoch=None,
-                                logger=False, enable_checkpointing=False, enable_progress_bar=progress,
-                                enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(work))
             with quiet_lightning():
+                trainer = L.Trainer(max_steps=cfg.steps, accelerator=accelerator, devices=1, precision=cfg.precision,
+                                    val_check_interval=min(cfg.eval_every, cfg.steps), check_val_every_n_epoch=None,
+                                    logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+                                    enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(work))
                 trainer.fit(task)
             if task.best_state is not None:
                 model.load_state_dict(task.best_state)

@@ -40,20 +40,21 @@ def grid_at_resolution(grid: Grid, res_m: float) -> Grid:
     return Grid(grid.crs, Affine(res, 0.0, left, 0.0, -res, top), width, height)
 
 
-def write_strips(path: str | Path, grid: Grid, strips: Iterable[tuple[Window, np.ndarray]]) -> Path:
-    """Write float32 strips of ``grid`` to a tiled, uncompressed scratch GeoTIFF (NaN = no data)."""
+def write_strips(path: str | Path, grid: Grid, strips: Iterable[tuple[Window, np.ndarray]], *, channels: int = 1) -> Path:
+    """Write float32 strips of ``grid`` ([h, w], or [channels, h, w]) to a tiled, uncompressed scratch GeoTIFF (NaN = no data)."""
     path = Path(path)
     block = 256 if min(grid.width, grid.height) >= 256 else 16 * max(1, min(grid.width, grid.height) // 16)
     options = {"tiled": True, "blockxsize": block, "blockysize": block} if block >= 16 else {}
-    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="float32",
+    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=channels, dtype="float32",
                        crs=grid.crs, transform=grid.transform, nodata=float("nan"), bigtiff="if_safer", **options) as dst:
         for window, values in strips:
-            dst.write(values.astype(np.float32, copy=False), 1, window=window)
+            dst.write(values.astype(np.float32, copy=False).reshape(channels, *values.shape[-2:]), window=window)
     return path
 
 
 def read_on_grid(path: str | Path, grid: Grid, *, rows: int = 512) -> Iterator[tuple[Window, np.ndarray]]:
-    """The raster at ``path`` resampled onto ``grid``, in full-width strips of ``rows`` rows (top to bottom).
+    """The raster at ``path`` resampled onto ``grid``, in full-width strips of ``rows`` rows (top to bottom):
+    [h, w] for one band, [bands, h, w] otherwise.
 
     Averaging when the source is finer than ``grid`` by more than 1.5x, bilinear otherwise (as
     the pair's own readers); NaN where the source has no data.
@@ -65,4 +66,5 @@ def read_on_grid(path: str | Path, grid: Grid, *, rows: int = 512) -> Iterator[t
                        resampling=resampling, nodata=float("nan"), src_nodata=float("nan")) as vrt:
             for top in range(0, grid.height, rows):
                 window = Window(0, top, grid.width, min(rows, grid.height - top))
-                yield window, vrt.read(1, window=window)
+                values = vrt.read(window=window)
+                yield window, values[0] if values.shape[0] == 1 else values

@@ -61,6 +61,8 @@ from deltacd.evaluate.reference import (
     scan_values,
 )
 from deltacd.io.grid import Grid
+from deltacd.io.qgis import PCC_AGREEMENT, PCC_AGREEMENT_STYLE, categorized_qml, write_styles
+from deltacd.io.vectors import spatial_layer, write_layer
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.records import to_json_value, write_json
 from deltacd.io.writers import RasterWriter
@@ -175,7 +177,7 @@ class ComparisonResult:
 def _text_classes(path: Path, field: str) -> list[str] | None:
     """The text values of a polygon class field (None when it is numeric or absent)."""
     try:
-        frame = gpd.read_file(path, columns=[field], ignore_geometry=True)
+        frame = gpd.read_file(path, columns=[field], ignore_geometry=True, layer=spatial_layer(Path(path)))
     except Exception:  # unreadable files are reported by PolygonLabels with a better message
         return None
     if field not in frame.columns or pd.api.types.is_numeric_dtype(frame[field]) or pd.api.types.is_bool_dtype(frame[field]):
@@ -359,7 +361,9 @@ def compare(
                     )
                 polygons = _agreement_polygons(writer.read, grid, opts.min_area_m2)
                 writer.finish()
-            polygons.to_file(staging / AGREEMENT_GPKG, driver="GPKG", layer="agreement")
+            write_layer(polygons, staging / AGREEMENT_GPKG, "agreement")
+            write_styles(staging, {AGREEMENT_TIF: lambda _: PCC_AGREEMENT_STYLE},
+                         {(AGREEMENT_GPKG, "agreement"): categorized_qml("agreement", {k: v for k, v in PCC_AGREEMENT.items() if k})})
 
             ha = grid.pixel_area_m2 / 1e4
             ours_vs_pcc = ConfusionMatrix(2, counts=[[agreement_px[0], agreement_px[1]], [agreement_px[2], agreement_px[3]]])

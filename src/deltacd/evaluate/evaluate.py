@@ -660,7 +660,7 @@ def _objects(
     gpkg = _changes_gpkg(prediction)
     pred_polys = None
     if gpkg is not None:
-        pred_polys = gpd.read_file(gpkg)
+        pred_polys = gpd.read_file(gpkg, layer="changes")
         pred_polys = pred_polys.to_crs(grid.crs) if pred_polys.crs is not None else pred_polys.set_crs(grid.crs)
         pred_polys = pred_polys[pred_polys.geometry.notna() & ~pred_polys.geometry.is_empty]
     ref_polys = _change_polygons(ref, ref_coding) if isinstance(ref, PolygonLabels) else None

@@ -117,7 +117,10 @@ def check_replaceable(out_dir: str | Path, inputs: Iterable[str | Path] = ()) ->
         )
     if record.get("files") is not None:
         known = set(record["files"]) | {MARKER}
-        foreign = [f for f in _files(out) if f not in known]
+        # a subfolder that is itself a deltacd output (a report written into a run folder) is ours too
+        nested = [p.parent.relative_to(out) for p in out.rglob(MARKER) if p.parent != out and read_marker(p.parent)]
+        foreign = [f for f in _files(out) if f not in known and not any(Path(f).is_relative_to(n) for n in nested)
+                   and not _sidecar_of(f, known)]
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise OutputError(
@@ -145,6 +148,14 @@ def check_output(out_dir: str | Path, *, overwrite: bool, inputs: Iterable[str |
         if not overwrite:
             raise OutputError(f"{out_dir}: output folder exists; pass --overwrite (overwrite=True) or choose another folder")
         check_replaceable(out_dir, [p for p in inputs if p is not None])
+
+
+#: Files GIS software writes beside a raster it opened (statistics, overviews): ours when the raster is.
+_SIDECARS = (".aux.xml", ".ovr", ".msk")
+
+
+def _sidecar_of(name: str, known: set[str]) -> bool:
+    return any(name.endswith(suffix) and name[: -len(suffix)] in known for suffix in _SIDECARS)
 
 
 def write_marker(folder: Path, kind: str) -> None:

@@ -243,7 +243,7 @@ def mosaic(files: Sequence[BandFile], where: str | Path, label: str) -> BandFile
     left, top = min(lefts), max(tops)
     width = round((max(rights) - left) / xres)
     height = round((min(bottoms) - top) / yres)
-    gdal_type = _GDAL_TYPES[first.dtype]
+    gdal_type = GDAL_TYPES[first.dtype]
     nodata = f"<NoDataValue>{first.nodata!r}</NoDataValue>" if first.nodata is not None else ""
 
     def sources(band: str) -> str:
@@ -270,7 +270,7 @@ def mosaic(files: Sequence[BandFile], where: str | Path, label: str) -> BandFile
                     first.dtype, first.nodata, nodata_given=first.nodata_given, vrt=xml, tiles=len(files))
 
 
-_GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
+GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                "float32": "Float32", "float64": "Float64"}
 
 
@@ -378,7 +378,7 @@ def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
     sidecar GDAL does not read (OSSIM ``.geom``) or need shifting to a crop.
     """
     items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in rpc.to_gdal().items())
-    gdal_type = _GDAL_TYPES[meta["dtype"]]
+    gdal_type = GDAL_TYPES[meta["dtype"]]
     nodata = f"<NoDataValue>{meta['nodata']}</NoDataValue>" if meta["nodata"] is not None else ""
     bands = "".join(
         f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nodata}<SimpleSource>'

@@ -42,12 +42,25 @@ def read_vector(path: str | Path, *, what: str = "vector file") -> gpd.GeoDataFr
     if not path.exists():
         raise MissingInputError(f"{path}: no such {what}; check the path")
     try:
-        frame = gpd.read_file(path)
+        frame = gpd.read_file(path, layer=spatial_layer(path))
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputError(f"{path}: cannot read the {what} ({exc}); give a GeoPackage, GeoJSON or Shapefile") from exc
     if frame.crs is None:
         raise InputError(f"{path}: {what} has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:2154)")
     return frame
+
+
+def spatial_layer(path: Path) -> str | None:
+    """The layer to read: the only one with geometries when a GeoPackage also holds tables (QGIS ``layer_styles``)."""
+    if path.suffix.lower() != ".gpkg":
+        return None
+    try:
+        import pyogrio
+
+        layers = [name for name, geometry in pyogrio.list_layers(path) if geometry is not None and name != "layer_styles"]
+    except Exception:  # unreadable: gpd.read_file reports it
+        return None
+    return layers[0] if len(layers) == 1 else None
 
 
 def clean_polygons(frame: gpd.GeoDataFrame, path: str | Path, *, what: str) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
@@ -62,7 +75,7 @@ def clean_polygons(frame: gpd.GeoDataFrame, path: str | Path, *, what: str) -> t
         No polygon is left.
     """
     counts = {"read": len(frame), "repaired": 0, "dropped_empty": 0}
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    frame = frame[~shapely.is_missing(frame.geometry.values) & ~frame.geometry.is_empty]
     invalid = ~frame.geometry.is_valid
     if invalid.any():
         counts["repaired"] = int(invalid.sum())
@@ -83,6 +96,12 @@ def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
         parts = [g for g in geom.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
         return shapely.union_all(parts) if parts else shapely.Polygon()
     return shapely.Polygon()
+
+
+def write_layer(frame: gpd.GeoDataFrame, path: str | Path, layer: str) -> Path:
+    """Write ``frame`` as ``layer`` of a GeoPackage in version 1.2 (read by QGIS and GDAL releases from 2018 on)."""
+    frame.to_file(path, driver="GPKG", layer=layer, VERSION="1.2")
+    return Path(path)
 
 
 class PolygonMask:

@@ -143,6 +143,11 @@ class LearnedModel(ChangeMethod):
         compute; smooths orientation-dependent errors.
     amp
         float16 autocast on CUDA (ignored on CPU, where autocast would be slower).
+    uncertainty
+        Also return the predictive entropy (bits) of the mean probability over the flip views
+        (implies ``tta``): ``predict`` then gives [B, 2, H, W], probability and entropy, and
+        detect writes ``change_uncertainty.tif``. High where the views disagree or the mean
+        probability is near 0.5: where the map is unsure.
     source
         Where the model came from (file name), for messages and run.json.
 
@@ -173,6 +178,7 @@ class LearnedModel(ChangeMethod):
         device: str | torch.device = "auto",
         tta: bool = False,
         amp: bool = True,
+        uncertainty: bool = False,
         source: str | None = None,
     ) -> None:
         if spec.task not in _TASKS:
@@ -181,7 +187,9 @@ class LearnedModel(ChangeMethod):
         self.source = source
         self.device = _resolve_device(device)
         self.model = model.eval().to(self.device)
-        self.tta = bool(tta)
+        self.uncertainty = bool(uncertainty)
+        self.tta = bool(tta) or self.uncertainty
+        self.channels = 2 if self.uncertainty else 1
         self.amp = bool(amp) and self.device.type == "cuda"
         # Instance attributes refine the class ones the engine reads.
         self.name = spec.name
@@ -198,7 +206,8 @@ class LearnedModel(ChangeMethod):
 
     @classmethod
     def from_file(
-        cls, spec_string: str | Path, *, device: str | torch.device = "auto", tta: bool = False, amp: bool = True
+        cls, spec_string: str | Path, *, device: str | torch.device = "auto", tta: bool = False, amp: bool = True,
+        uncertainty: bool = False,
     ) -> LearnedModel:
         """Load a model from ``PATH`` (deltacd ``.safetensors``) or ``ARCH:PATH`` (another code's checkpoint).
 
@@ -225,7 +234,7 @@ class LearnedModel(ChangeMethod):
             path = Path(text)
             model, spec = load_checkpoint(path, map_location=map_location)
         log.info("loaded %s model from %s (bands %s)", spec.name, path, ",".join(spec.bands))
-        return cls(model, spec, device=device, tta=tta, amp=amp, source=str(path))
+        return cls(model, spec, device=device, tta=tta, amp=amp, uncertainty=uncertainty, source=str(path))
 
     # ------------------------------------------------------------------ bands
 
@@ -319,6 +328,10 @@ class LearnedModel(ChangeMethod):
             views = [prob[i * n : (i + 1) * n] for i in range(len(flips))]
             total = sum(v.flip(d) if d else v for v, d in zip(views, flips, strict=True))
             prob = (total / len(flips)).clamp_(0.0, 1.0)
+            if self.uncertainty:
+                p = prob.float().clamp(1e-6, 1 - 1e-6)
+                entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+                return torch.stack([prob.float(), entropy], dim=1).cpu().numpy()
         return prob.float().cpu().numpy()
 
     # ------------------------------------------------------------------ decisions and record
@@ -341,6 +354,7 @@ class LearnedModel(ChangeMethod):
             "gsd_m": self.spec.gsd_m,
             "source": self.source,
             "tta": self.tta,
+            "uncertainty": self.uncertainty,
             "default_harmonise": self.default_harmonise,
             "device": str(self.device),
             "amp": self.amp,

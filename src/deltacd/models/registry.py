@@ -41,10 +41,13 @@ from deltacd.models.damage import BuildingUNet, SiameseChipClassifier
 from deltacd.models.fc import FCEarlyFusion, FCSiamConc, FCSiamDiff
 from deltacd.models.siamese_unet import SiameseUNet
 
-#: Every available change-detection network, keyed by its ``name`` class attribute.
-MODELS: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (FCEarlyFusion, FCSiamConc, FCSiamDiff, SiameseUNet, BIT, SiameseChipClassifier, BuildingUNet)
+#: Every network that follows the change contract above (``forward(before, after)`` -> logits [B, K, H, W]),
+#: keyed by its ``name`` class attribute: what change training and ``detect --model`` take.
+CHANGE_MODELS: dict[str, type[nn.Module]] = {
+    cls.name: cls for cls in (FCEarlyFusion, FCSiamConc, FCSiamDiff, SiameseUNet, BIT, BuildingUNet)
 }
+#: Every network a checkpoint can name: the change models and the damage chip classifier (its own contract).
+MODELS: dict[str, type[nn.Module]] = {**CHANGE_MODELS, SiameseChipClassifier.name: SiameseChipClassifier}
 
 # --- TinyCD ------------------------------------------------------------------------------
 # TinyCD lives in deltacd.models.tinycd (written separately). Register it when that module
@@ -57,7 +60,7 @@ except ModuleNotFoundError as _err:
     if _err.name != "deltacd.models.tinycd":
         raise
 else:
-    MODELS["tinycd"] = _tinycd.TinyCD
+    CHANGE_MODELS["tinycd"] = MODELS["tinycd"] = _tinycd.TinyCD
 # ------------------------------------------------------------------------------------------
 
 

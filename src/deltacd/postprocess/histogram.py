@@ -71,6 +71,14 @@ class Histogram:
             self.counts[half:] = merged
             self.low = self.high - 2 * width
 
+    def describe(self, bins: int = 256) -> dict:
+        """The histogram merged to at most ``bins`` bins, for run records and report figures."""
+        if self.low is None:
+            return {"edges": [], "counts": []}
+        factor = max(1, len(self.counts) // bins)
+        counts = self.counts.reshape(-1, factor).sum(axis=1)
+        return {"edges": np.linspace(self.low, self.high, len(counts) + 1).tolist(), "counts": counts.tolist()}
+
     def quantile(self, q: float) -> float:
         """Approximate ``q``-quantile (to one bin width)."""
         if self.total == 0:

@@ -11,14 +11,16 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deltacd.io.bands import RGB  # noqa: E402
+from deltacd.io.bands import RGB, SENTINEL2_EQUIVALENT  # noqa: E402
 
 
 def display_bands(bands: tuple[str, ...]) -> list[int]:
-    """Indexes of the bands to show: R,G,B; else N,R,G (false colour); else the first band."""
+    """Indexes of the bands to show: R,G,B; else N,R,G (false colour); the same with Sentinel-2 names
+    (B04,B03,B02; B08,B04,B03); else the first band."""
     for wanted in (RGB, ("N", "R", "G")):
-        if all(b in bands for b in wanted):
-            return [bands.index(b) for b in wanted]
+        for names in (wanted, tuple(SENTINEL2_EQUIVALENT[b] for b in wanted)):
+            if all(b in bands for b in names):
+                return [bands.index(b) for b in names]
     return [0]
 
 

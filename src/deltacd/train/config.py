@@ -57,7 +57,7 @@ class ModelConfig:
     Attributes
     ----------
     name
-        A registered model (``deltacd.models.registry.MODELS``): ``fc-siam-diff``, ``tinycd``, ...
+        A registered model (``deltacd.models.registry.CHANGE_MODELS``): ``fc-siam-diff``, ``tinycd``, ...
     kwargs
         Constructor arguments. ``in_channels`` defaults to the dataset's band count and
         ``num_classes`` (where the model has it) to 1, binary change.
@@ -69,10 +69,10 @@ class ModelConfig:
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from deltacd.models.registry import MODELS
+        from deltacd.models.registry import CHANGE_MODELS
 
-        if value not in MODELS:
-            raise ValueError(f"unknown model {value!r}; available models: {', '.join(sorted(MODELS))}")
+        if value not in CHANGE_MODELS:
+            raise ValueError(f"unknown model {value!r}; available models: {', '.join(sorted(CHANGE_MODELS))}")
         return value
 
 

@@ -202,7 +202,7 @@ class ChangeDetectionTask(L.LightningModule):
         """Build the network (once: Lightning calls this hook again at each stage)."""
         if self.model is not None:
             return
-        from deltacd.models.registry import MODELS, build_model
+        from deltacd.models.registry import CHANGE_MODELS, build_model
 
         hp = self.hparams
         kwargs = dict(hp.model_kwargs or {})
@@ -211,9 +211,10 @@ class ChangeDetectionTask(L.LightningModule):
             start_kwargs, state = self._initial_weights(hp.init_from, hp.model)
             kwargs = {**start_kwargs, **kwargs}
         kwargs["in_channels"] = len(self.bands)
-        if hp.model not in MODELS:
-            raise InputError(f"unknown model {hp.model!r}; available models: {', '.join(sorted(MODELS))}")
-        accepted = inspect.signature(MODELS[hp.model].__init__).parameters
+        if hp.model not in CHANGE_MODELS:
+            raise InputError(f"unknown change model {hp.model!r}; available models: {', '.join(sorted(CHANGE_MODELS))} "
+                             "(damage networks train with task: damage-classifier / damage-segmentation)")
+        accepted = inspect.signature(CHANGE_MODELS[hp.model].__init__).parameters
         if "num_classes" in accepted:
             kwargs["num_classes"] = 1
         if kwargs.get("encoder_spec") and "encoder_bands" in accepted and kwargs.get("encoder_bands") is None:

@@ -1,13 +1,14 @@
-"""Per-building statistics of rasters read strip by strip: memory grows with the buildings, not the scene.
+"""Per-polygon statistics of rasters read strip by strip: memory grows with the polygons, not the scene.
 
-:class:`BuildingLabels` rasterises footprints (or rings) window by window, label ``i + 1`` for
-the building in row ``i`` (0: none; where footprints overlap the later row wins).
-:class:`ZonalAccumulator` adds, strip after strip, each building's valid pixel count, a histogram
+Used for buildings (damage) and change polygons (from/to land-cover classes).
+:class:`FeatureLabels` rasterises polygons (footprints, rings) window by window, label ``i + 1``
+for the polygon in row ``i`` (0: none; where polygons overlap the later row wins).
+:class:`ZonalAccumulator` adds, strip after strip, each polygon's valid pixel count, a histogram
 of a score on fixed edges (so median and 90th percentile come out to a bin, with the threshold
 as an exact edge for the changed share), and optionally sums and votes of per-pixel class
 probabilities. rasterstats and exactextract compute zonal statistics too, but over whole
 arrays or with their own readers; the accumulation over strips of a raster being written is
-what the damage pipeline needs, hence this module.
+what the damage and study pipelines need, hence this module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rasterio.windows import Window
 from deltacd.io.grid import Grid
 
 
-class BuildingLabels:
+class FeatureLabels:
     """Polygons rasterised on demand, window by window, as int32 labels (row + 1; 0 outside)."""
 
     def __init__(self, geometries: gpd.GeoSeries):

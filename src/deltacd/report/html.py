@@ -1,0 +1,285 @@
+"""``report``: one self-contained ``report.html`` for a run or a study, with its figures beside it.
+
+The report is what a team hands over: a summary of the run and its settings; maps of the images
+and the changes (scale bar, north arrow, legend, CRS, date of each image); the co-registration
+blocks and shift; the score histogram with the threshold; areas per transition and per zone;
+the agreement with the current method; the accuracy with its confidence intervals when a
+reference was given; damage counts and the damage map; the uncertainty of a network; and the
+warnings of every step. Figures are PNG files in ``figures/`` and are also embedded (base64) in
+the HTML, which therefore opens offline, on its own, in any browser. Every section is present;
+one that does not apply to the run says so. With ``webmap`` an interactive map is written to
+``webmap/index.html`` (:mod:`deltacd.report.webmap`).
+
+The report reads only the outputs of the run (``run.json``, the COGs at overview resolution, the
+GeoPackages, the CSV and JSON tables), never the full-resolution scene.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deltacd import __version__
+from deltacd.errors import InputError
+from deltacd.io.outputs import staged_output
+from deltacd.report import maps
+
+SECTIONS = (
+    ("summary", "Summary and settings"),
+    ("maps", "Maps"),
+    ("coregistration", "Co-registration"),
+    ("histogram", "Change score and threshold"),
+    ("transitions", "Areas per transition and per zone"),
+    ("agreement", "Agreement with the current method"),
+    ("accuracy", "Accuracy"),
+    ("damage", "Damage per building"),
+    ("uncertainty", "Uncertainty"),
+    ("warnings", "Warnings"),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f1f1f1}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}.none{color:#777;font-style:italic}
+.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.3em 0}nav a{margin-right:1em}
+"""
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def find_parts(source: Path) -> dict[str, Any]:
+    """The run folders a report draws from: a study folder's steps, or one detect / damage run."""
+    steps = ("detect", "damage", "compare", "evaluate", "evaluate-damage")
+    study = _json(source / "study.json")
+    if study is not None:  # the steps done so far, from their records
+        study["records"] = {p.name.removesuffix(".step.json"): _json(p) for p in sorted(source.glob("*.step.json"))}
+    parts: dict[str, Any] = {"study": study}
+    for step in steps:
+        folder = source / step
+        parts[step] = folder if folder.is_dir() else None
+    if study is None:
+        record = _json(source / "run.json")
+        if record is None:
+            raise InputError(f"{source}: neither a study folder (study.json) nor a detect or damage run (run.json); "
+                             "give the output folder of deltacd run, detect or damage")
+        parts["damage" if (source / "buildings.gpkg").is_file() else "detect"] = source
+    return parts
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, limit: int = 25) -> str:
+    if not rows:
+        return '<p class="none">nothing to show</p>'
+    columns = columns or list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows[:limit])
+    more = f"<p class='none'>{len(rows) - limit} more rows in the CSV file</p>" if len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    try:
+        number = float(value)
+        return f"{number:.4g}" if not float(number).is_integer() or "." in str(value) else str(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _figure(path: Path | None, caption: str) -> str:
+    if path is None or not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)} (<code>figures/{path.name}</code>)</figcaption></figure>")
+
+
+def _none(text: str) -> str:
+    return f'<p class="none">{html.escape(text)}</p>'
+
+
+def _summary(parts: dict[str, Any], title: str) -> str:
+    rows = []
+    study = parts.get("study")
+    if study:
+        rows.append({"item": "study", "value": f"{study.get('name')}" + (f" ({study['study_file']})" if study.get("study_file") else "")})
+        for name, record in (study.get("records") or {}).items():
+            if record:
+                rows.append({"item": f"step {name}", "value": f"{record['seconds']:.1f} s, finished {record['finished_utc']}"})
+    for step in ("detect", "damage"):
+        folder = parts.get(step)
+        record = _json(folder / "run.json") if folder else None
+        if not record:
+            continue
+        for date in ("before", "after"):
+            info = record["inputs"][date]
+            files = info["files"]
+            shown = ", ".join(files) if len(files) <= 3 else f"{len(files)} files in {Path(files[0]).parent}"
+            rows.append({"item": f"{step}: {date}", "value": f"{shown} ({','.join(info['bands'])}, {info['crs']}, {info['dtype']})"})
+        grid = record["grid"]
+        rows.append({"item": f"{step}: grid", "value": f"{grid['crs']}, {grid['width']} x {grid['height']} px at {grid['res'][0]:g}"})
+        method = record.get("method", {})
+        rows.append({"item": f"{step}: method", "value": f"{method.get('name')} ({method.get('score_units', '')})"})
+        rows.append({"item": f"{step}: threshold", "value": f"{record['threshold']['value']:.4g} ({record['threshold']['rule']})"})
+        options = record.get("options", {})
+        flat = options if "pair" not in options else {**options.get("pair", {}), **options.get("damage", {})}
+        rows.append({"item": f"{step}: settings", "value": ", ".join(f"{k}={v}" for k, v in flat.items() if v not in (None, False))})
+        rows.append({"item": f"{step}: run", "value": f"deltacd {record['deltacd_version']}, {record.get('created_utc', '')}, "
+                                                      f"{record['timings_s'].get('total', 0):.1f} s"})
+        results = record.get("results", {})
+        if step == "detect":
+            rows.append({"item": "changes", "value": f"{results['polygons']} polygons, {results['changed_area_ha']:.2f} ha "
+                                                     f"({100 * (results['changed_fraction'] or 0):.2f} % of valid pixels)"})
+    return f"<p>{html.escape(title)}</p>" + _table(rows, ["item", "value"], limit=100)
+
+
+def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: int,
+                   dates: tuple[str | None, str | None] = (None, None)) -> dict[str, str]:
+    """The HTML of every section (``SECTIONS``), drawing the figures into ``figures``."""
+    out = {"summary": _summary(parts, title)}
+    detect, damage = parts.get("detect"), parts.get("damage")
+    warnings: list[str] = []
+    records = {s: _json(parts[s] / "run.json") for s in ("detect", "damage") if parts.get(s)}
+    for step, record in records.items():
+        warnings += [f"{step}: {w}" for w in record.get("warnings", [])]
+        coreg = record.get("coregistration")
+        if coreg and coreg.get("blocks_measured") and not coreg.get("reliable", True):
+            warnings.append(f"{step}: co-registration unreliable ({coreg['blocks_used']} of {coreg['blocks_measured']} blocks agree)")
+    compare = parts.get("compare")
+    fromto = None
+    if compare and (compare / "changes_fromto.gpkg").is_file():
+        import geopandas as gpd
+
+        fromto = gpd.read_file(compare / "changes_fromto.gpkg", layer="changes")
+    if detect:
+        path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size, polygons=fromto,
+                                legend_field="transition" if fromto is not None else None)
+        out["maps"] = _figure(path, "before, after and the changes, with the CRS and dates of the images")
+        record = records["detect"]
+        out["coregistration"] = _figure(maps.coregistration_figure(record, record["grid"], figures / "coregistration.png"),
+                                        "shift measured in each block (arrows magnified)") or _none("co-registration was not run")
+        out["histogram"] = _figure(maps.histogram_figure(record, figures / "score_histogram.png"), "score histogram and threshold")
+        if (detect / "change_uncertainty.tif").is_file():
+            out["uncertainty"] = _figure(maps.raster_map(detect / "change_uncertainty.tif", figures / "uncertainty.png",
+                                                         title="predictive entropy over test-time augmentation",
+                                                         label="bits", cmap="inferno"), "where the network is unsure")
+        if (record.get("results") or {}).get("changed_fraction", 0) and record["results"]["changed_fraction"] > 0.5:
+            warnings.append("detect: more than half of the valid pixels are flagged as changed")
+    if damage:
+        path = maps.damage_map(damage, figures / "damage_map.png", date=dates[1], max_size=max_size)
+        counts = records.get("damage", {}).get("results", {}).get("per_grade", {})
+        rows = maps.read_csv(damage / "summary.csv")
+        body = _figure(path, "buildings by damage grade over the post-event image")
+        body += _figure(maps.bar_figure(list(counts), list(counts.values()), figures / "damage_counts.png",
+                                        xlabel="buildings", title="buildings per damage grade"), "buildings per grade")
+        out["damage"] = body + _table(rows, ["zone", "damage_label", "buildings", "footprint_area_m2"], limit=60)
+        if "maps" not in out:
+            out["maps"] = _figure(path, "damage map")
+        if "histogram" not in out:
+            out["histogram"] = _figure(maps.histogram_figure(records["damage"], figures / "score_histogram.png"),
+                                       "score histogram and threshold")
+        evaluation = _json(parts["evaluate-damage"] / "damage_metrics.json") if parts.get("evaluate-damage") else None
+        if evaluation:
+            figure = parts["evaluate-damage"] / "agreement.png"
+            f1, kappa = evaluation["damaged_f1"], evaluation["weighted_kappa"]
+            ci = f" (95 % CI {f1['ci_low']:.3f} - {f1['ci_high']:.3f})" if f1.get("ci_low") is not None else ""
+            out["damage"] += (f"<p>Against the reference study: damaged-vs-undamaged F1 {_fmt(f1['value'])}{ci}, weighted kappa "
+                              f"{_fmt(kappa['value'])}, {evaluation['buildings']['graded_on_both']} buildings graded in both.</p>")
+            out["damage"] += _table(maps.read_csv(parts["evaluate-damage"] / "per_grade.csv"))
+            copy = figures / "damage_agreement.png"
+            copy.write_bytes(figure.read_bytes())
+            out["damage"] += _figure(copy, "agreement with the reference study, per building")
+    if compare and (compare / "landcover_transitions.csv").is_file():  # the land-cover maps alone (no detect step)
+        rows = maps.read_csv(compare / "landcover_transitions.csv")
+        changed = [r for r in rows if r["zone"] == "all" and r["changed"] == "True"][:15]
+        out["transitions"] = _figure(maps.bar_figure([r["transition"] for r in changed], [float(r["area_ha"]) for r in changed],
+                                                     figures / "transitions.png", xlabel="ha",
+                                                     title="land-cover transitions between the two maps"),
+                                     "areas per transition of the land-cover maps") + _table(rows, limit=40)
+        out["agreement"] = _none("no detect step: the land-cover maps are compared with each other only")
+    elif compare:
+        transitions = maps.read_csv(compare / "transitions.csv") if (compare / "transitions.csv").is_file() else []
+        overall = [r for r in transitions if r["zone"] == "all"]
+        body = _figure(maps.bar_figure([r["transition"] for r in overall[:15]], [float(r["area_ha"]) for r in overall[:15]],
+                                       figures / "transitions.png", xlabel="ha", title="our changes per transition"), "areas per transition")
+        out["transitions"] = (body + _table(transitions, ["zone", "transition", "polygons", "area_ha"], limit=40)
+                              if transitions else _none("no land-cover maps were given: no transitions"))
+        by_zone = maps.read_csv(compare / "agreement_by_zone.csv")
+        body = _figure(maps.agreement_figure(by_zone, figures / "agreement_zones.png", title="change area per zone"),
+                       "agreement with the current method per zone") + _table(by_zone)
+        if (compare / "agreement_by_transition.csv").is_file():
+            by_transition = maps.read_csv(compare / "agreement_by_transition.csv")
+            body += _figure(maps.agreement_figure(by_transition, figures / "agreement_transitions.png", key="transition",
+                                                  title="change area per transition"), "agreement per transition")
+            body += _table(by_transition, limit=20)
+        out["agreement"] = body
+    evaluate = parts.get("evaluate")
+    metrics = _json(evaluate / "metrics.json") if evaluate else None
+    if metrics:
+        pixel, intervals = metrics.get("pixel", {}), metrics.get("pixel_ci", {})
+        rows = [{"score": name, "value": pixel.get(name), "95 % CI low": (intervals.get(name) or {}).get("low"),
+                 "95 % CI high": (intervals.get(name) or {}).get("high")}
+                for name in ("f1", "precision", "recall", "iou", "kappa", "overall_accuracy", "macro_f1") if name in pixel]
+        body = _table(rows)
+        for png in sorted(evaluate.glob("*.png")):
+            copy = figures / f"accuracy_{png.name}"
+            copy.write_bytes(png.read_bytes())
+            body += _figure(copy, png.stem.replace("_", " "))
+        out["accuracy"] = body
+    out["warnings"] = "".join(f'<div class="warning">{html.escape(w)}</div>' for w in dict.fromkeys(warnings)) or _none("no warning")
+    defaults = {"maps": "no map: this run has neither change nor damage outputs", "coregistration": "co-registration was not run",
+                "histogram": "no score histogram in this run", "transitions": "no compare step in this run",
+                "agreement": "no compare step in this run: no current method to agree with",
+                "accuracy": "no reference was given: no accuracy", "damage": "no damage step in this run",
+                "uncertainty": "no uncertainty: it is computed for networks run with --uncertainty"}
+    return {key: out.get(key) or _none(defaults.get(key, "")) for key, _ in SECTIONS}
+
+
+def render(title: str, sections: dict[str, str], webmap: bool) -> str:
+    nav = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name in SECTIONS)
+    link = '<p>Interactive map: <a href="webmap/index.html">webmap/index.html</a></p>' if webmap else ""
+    body = "".join(f'<section id="{key}"><h2>{html.escape(name)}</h2>{sections[key]}</section>' for key, name in SECTIONS)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
+            f"<h1>{html.escape(title)}</h1><p>Report written by deltacd {__version__} on {stamp}.</p>{link}<nav>{nav}</nav>"
+            f"{body}</body></html>")
+
+
+def write_report(source: str | Path, out_dir: str | Path | None = None, *, title: str | None = None, webmap: bool = True,
+                 max_size: int = 1400, dates: tuple[str | None, str | None] | None = None, overwrite: bool = False) -> Path:
+    """Write ``report.html`` (and ``figures/``, ``webmap/``) for the run or study folder ``source`` (module notes).
+
+    ``out_dir`` defaults to ``source/report``; ``dates`` (before, after) are shown on the maps.
+    Returns the path of ``report.html``.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise InputError(f"{source}: no such run or study folder; give the output folder of deltacd run, detect or damage")
+    parts = find_parts(source)
+    out = Path(out_dir) if out_dir is not None else source / "report"
+    study = parts.get("study") or {}
+    title = title or study.get("name") or f"deltacd run {source.name}"
+    with staged_output(out, overwrite=overwrite, kind="report", inputs=[source / "run.json"] if (source / "run.json").exists() else []) as staging:
+        figures = staging / "figures"
+        figures.mkdir()
+        sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None))
+        webmap = webmap and bool(parts.get("detect") or parts.get("damage"))  # a map needs imagery
+        if webmap:
+            from deltacd.report.webmap import write_webmap
+
+            write_webmap(parts, staging / "webmap", title=title)
+        (staging / "report.html").write_text(render(title, sections, webmap), encoding="utf-8")
+    return out / "report.html"

@@ -1,0 +1,218 @@
+"""The study file: one validated YAML document that describes a whole study.
+
+Layout (every key is checked; an unknown one is an error that names it; relative paths are
+relative to the study file)::
+
+    name: Occitanie coast 2025
+    output: out/occitanie            # the study folder: one subfolder per step
+    crs: EPSG:2154                   # output CRS of the change maps (default: the first image's)
+    inputs:
+      before: pleiades_2023.tif      # date 1, date 2 (files, folders of tiles or of band files)
+      after: pleiades_2025.tif
+      bands_before: B,G,R,N          # band orders, as the detect flags
+      bands_after: R,G,B,N
+      date_before: 2023-06-12        # shown in the report
+      date_after: 2025-07-02
+      aoi: zone.gpkg
+      zones: communes.gpkg           # polygons with a name field: areas and agreement per zone
+      zone_field: nom
+      landcover_before: ocsge_2023.gpkg   # the current method's input: a land-cover map per date ...
+      landcover_after: ocsge_2025.gpkg
+      landcover_field: code_cs
+      landcover_classes: {1: bati, 2: culture}
+      current_change: ocsge_changes.gpkg  # ... or its change layer directly
+      reference: reference_changes.gpkg   # a change reference for the accuracy
+      reference_field: null
+      buildings: bdtopo_bati.gpkg         # footprints (damage step)
+      damage_reference: ems_grading.gpkg  # an earlier damage study
+      damage_reference_field: grade
+      damage_grade_table: copernicus
+    steps:                           # the steps to run, each with the options of its verb (flag names)
+      detect: {method: cva, min-area: 20}
+      compare: {}
+      evaluate: {n-boot: 500}
+      damage: {method: change, buffer: 1}
+      evaluate-damage: {}
+      report: {title: ...}
+
+Steps run in the order detect, damage, compare, evaluate, evaluate-damage, report, whatever the
+order in the file. A step that needs an input the file does not give (compare without land-cover
+maps or a current change layer) is refused before anything runs, with the key to add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from deltacd.config import STRICT, build_options
+from deltacd.errors import InputError, MissingInputError
+
+#: The steps a study can run, in the order they run.
+STEPS = ("detect", "damage", "compare", "evaluate", "evaluate-damage", "report")
+
+#: Keys of ``inputs`` that are paths (made absolute against the study file's folder).
+PATH_INPUTS = ("before", "after", "aoi", "zones", "landcover_before", "landcover_after", "current_change", "reference",
+               "buildings", "damage_reference", "damage_grade_table", "damage_reference_localisation",
+               "damage_reference_damage", "model", "localisation_model")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
+class StudyInputs:
+    """Inputs of a study (see the module notes); the images are needed by the detect and damage steps."""
+
+    before: str | list[str] | None = None
+    after: str | list[str] | None = None
+    bands_before: str | None = None
+    bands_after: str | None = None
+    date_before: str | None = None
+    date_after: str | None = None
+    aoi: str | None = None
+    zones: str | None = None
+    zone_field: str | None = None
+    landcover_before: str | None = None
+    landcover_after: str | None = None
+    landcover_field: str | None = None
+    landcover_classes: dict[int, str] | None = None
+    current_change: str | None = None
+    current_change_field: str | None = None
+    reference: str | None = None
+    reference_field: str | None = None
+    buildings: str | None = None
+    building_id_field: str | None = None
+    damage_reference: str | None = None
+    damage_reference_field: str | None = None
+    damage_grade_table: str = "deltacd"
+    damage_reference_localisation: str | None = None
+    damage_reference_damage: str | None = None
+
+
+@pydantic_dataclass(frozen=True, config=STRICT, kw_only=True)
+class StudyConfig:
+    """A validated study file (module notes). ``source`` is the file it was read from."""
+
+    name: str
+    output: str
+    inputs: StudyInputs
+    steps: dict[str, dict[str, Any]]
+    crs: str | None = None
+    description: str = ""
+    source: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output)
+
+    def ordered_steps(self) -> list[str]:
+        return [s for s in STEPS if s in self.steps]
+
+
+def _absolute(value, base: Path):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_absolute(v, base) for v in value]
+    text = str(value)
+    if text in ("deltacd", "xbd", "ems98", "copernicus"):  # a grade table by name, not a path
+        return text
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (base / path))
+
+
+def load_study(source: str | Path | dict[str, Any]) -> StudyConfig:
+    """Read and validate a study file (or its content as a dict, paths then relative to the current folder).
+
+    Raises
+    ------
+    MissingInputError
+        The study file or one of its input files does not exist (named, with its key).
+    InputError
+        Unknown key (named), bad value, unknown step, or a step without the inputs it needs.
+    """
+    if isinstance(source, dict):
+        values, base, where = dict(source), Path.cwd(), "study"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise MissingInputError(f"{path}: no such study file; check the path")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        if not isinstance(values, dict):
+            raise InputError(f"{path}: a study file is a mapping (name, output, inputs, steps); got {type(values).__name__}")
+        base, where = path.resolve().parent, str(path)
+        values["source"] = str(path.resolve())
+    inputs = values.get("inputs")
+    if not isinstance(inputs, dict):
+        raise InputError(f"{where}: inputs: expected a mapping with at least before and after")
+    def value(key: str, v):
+        if key in PATH_INPUTS:
+            return _absolute(v, base)
+        return v.isoformat() if isinstance(v, date) else v  # YAML reads 2022-09-22 as a date
+
+    values["inputs"] = build_options(StudyInputs, {k.replace("-", "_"): value(k.replace("-", "_"), v) for k, v in inputs.items()},
+                                     source=f"{where}: inputs")
+    if "output" in values:
+        values["output"] = _absolute(values["output"], base)
+    steps = values.get("steps")
+    if not isinstance(steps, dict) or not steps:
+        raise InputError(f"{where}: steps: give the steps to run, e.g. steps: {{detect: {{}}, report: {{}}}} ({', '.join(STEPS)})")
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise InputError(f"{where}: steps: unknown step(s) {', '.join(unknown)}; available: {', '.join(STEPS)}")
+    values["steps"] = {name: {k.replace("-", "_"): v for k, v in (options or {}).items()} for name, options in steps.items()}
+    for name, options in values["steps"].items():
+        for key in ("model", "localisation_model"):
+            if key in options:
+                options[key] = _absolute(options[key], base)
+    config = build_options(StudyConfig, values, source=where)
+    check_study(config, where)
+    return config
+
+
+#: What each step needs from ``inputs`` (any one of a tuple), and what to add otherwise.
+NEEDS = {
+    "damage": ((("buildings",),), "inputs.buildings (footprints), or steps.damage.localisation_model"),
+    "compare": ((("landcover_before", "landcover_after"), ("current_change",)),
+                "inputs.landcover_before and inputs.landcover_after (the current method's maps), or inputs.current_change"),
+    "evaluate": ((("reference",),), "inputs.reference (a change reference)"),
+    "evaluate-damage": ((("damage_reference", "damage_reference_field"),), "inputs.damage_reference and inputs.damage_reference_field"),
+}
+
+
+def check_study(config: StudyConfig, where: str) -> None:
+    """Refuse, before any work, steps without their inputs, missing input files, and zones without a name field."""
+    inputs = config.inputs
+    given = {f.name for f in fields(StudyInputs) if getattr(inputs, f.name) is not None}
+    for step, (alternatives, hint) in NEEDS.items():
+        if step not in config.steps:
+            continue
+        if step == "damage" and config.steps["damage"].get("localisation_model"):
+            continue
+        if not any(all(key in given for key in keys) for keys in alternatives):
+            raise InputError(f"{where}: step {step} needs {hint}; add it to the study file or drop the step")
+    if "evaluate-damage" in config.steps and "damage" not in config.steps:
+        raise InputError(f"{where}: step evaluate-damage grades the damage step's buildings; add steps.damage")
+    if "evaluate" in config.steps and "detect" not in config.steps:
+        raise InputError(f"{where}: step evaluate scores the detect step's change map; add steps.detect")
+    if ("detect" in config.steps or "damage" in config.steps) and (inputs.before is None or inputs.after is None):
+        raise InputError(f"{where}: steps detect and damage need inputs.before and inputs.after (the two images)")
+    if inputs.zones is not None and inputs.zone_field is None:
+        raise InputError(f"{where}: inputs.zones needs inputs.zone_field, the field that names each zone")
+    for key in PATH_INPUTS:
+        value = getattr(inputs, key, None)
+        if key == "damage_grade_table" and value in ("deltacd", "xbd", "ems98", "copernicus"):
+            continue
+        for item in (value if isinstance(value, list) else [value]):
+            if item is not None and not Path(item).exists():
+                raise MissingInputError(f"{where}: inputs.{key}: {item}: file not found; point it at your data")
+    for step, options in config.steps.items():
+        for key in ("model", "localisation_model"):
+            if options.get(key) and not Path(options[key]).exists():
+                raise MissingInputError(f"{where}: steps.{step}.{key}: {options[key]}: file not found; point it at your model")

@@ -1,0 +1,192 @@
+"""``run_study``: every step of a study file, each in its own subfolder, rerun only when its inputs changed.
+
+The study folder holds one subfolder per step (``detect/``, ``damage/``, ``compare/``,
+``evaluate/``, ``evaluate-damage/``, ``report/``), each written by the step's verb through the
+usual staged output, and beside it ``<step>.step.json``: the step's record, with the fingerprint
+of every input file, the step's options and the records of the steps it reads. A rerun compares
+the record it would write with the one on disk: equal, the step is skipped; different (an input
+file changed, an option, an upstream step rerun), the step runs again and replaces its folder. A
+run killed during a step left no record for it (the record is written after the step's folder is
+published), so the next run resumes at that step; the staging folder the killed step left is
+removed by the output rules (:mod:`deltacd.io.outputs`). One study runs at a time per folder
+(a lock), and ``study.json`` summarises the last run: what ran, what was skipped, how long.
+
+Fingerprints: a file's size and modification time, and the SHA-256 of its content when it is
+under 256 MiB; for larger files (scenes of several GB) the SHA-256 of its first and last 16 MiB
+with its size, which catches a rewritten file without reading it whole. Folders (tiles, band
+files) are fingerprinted file by file; a GeoPackage or Shapefile with its sidecar files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deltacd.errors import InputError, OutputError
+from deltacd.io.outputs import MARKER, OutputLock, read_marker
+from deltacd.io.records import dumps, environment, to_json_value
+from deltacd.study.config import StudyConfig, load_study
+
+log = logging.getLogger(__name__)
+
+STUDY_RECORD = "study.json"
+LOG_FILE = "deltacd.log"
+_WHOLE_FILE = 256 * 2**20
+_EDGE = 16 * 2**20
+
+Progress = Callable[[str, int, int], None]
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """What identifies the content of a file or folder (module notes)."""
+    path = Path(path)
+    if path.is_dir():
+        return {"folder": {p.name: fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()}}
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if stat.st_size <= _WHOLE_FILE:
+            for chunk in iter(lambda: handle.read(2**20), b""):
+                digest.update(chunk)
+        else:
+            digest.update(handle.read(_EDGE))
+            handle.seek(stat.st_size - _EDGE)
+            digest.update(handle.read(_EDGE))
+    out = {"size": stat.st_size, "sha256": digest.hexdigest(), "whole": stat.st_size <= _WHOLE_FILE}
+    sidecars = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.suffix.lower() in (".dbf", ".shx", ".prj", ".cpg", ".geom", ".rpb")]
+    if sidecars:
+        out["sidecars"] = {p.name: fingerprint(p) for p in sorted(sidecars)}
+    return out
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    status: str  # "ran", "skipped (up to date)"
+    seconds: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    out_dir: Path
+    steps: list[StepOutcome]
+    record: dict[str, Any]
+
+
+def _record_path(out: Path, step: str) -> Path:
+    return out / f"{step}.step.json"
+
+
+def _digest(record: dict[str, Any]) -> str:
+    return hashlib.sha256(dumps(record, indent=None).encode()).hexdigest()
+
+
+def _check_study_folder(out: Path) -> None:
+    """The study folder must be new, empty, or a study folder deltacd made."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another output in the study file")
+    ours = (out / STUDY_RECORD).is_file() or any(out.glob("*.step.json")) or read_marker(out) is not None  # a killed run left step records
+    if any(out.iterdir()) and not ours:
+        raise OutputError(f"{out}: not a study folder (no {STUDY_RECORD}); choose another output in the study file "
+                          "(nothing was deleted)")
+
+
+def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, progress: Progress | None = None) -> StudyResult:
+    """Run the steps of a study file (module notes); ``force`` reruns every step.
+
+    Raises
+    ------
+    DeltacdError
+        A bad study file or input (before any step runs), or a failing step; steps done before
+        are kept intact.
+    """
+    from deltacd.study import steps as step_functions
+
+    config = study if isinstance(study, StudyConfig) else load_study(study)
+    step_functions.check_options(config)
+    out = config.output_dir
+    _check_study_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes: list[StepOutcome] = []
+    started = time.perf_counter()
+    handler = logging.FileHandler(out / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("deltacd")
+    level = package.level
+    package.addHandler(handler)
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    try:
+        with OutputLock(out):
+            if not (out / STUDY_RECORD).is_file():  # marks the folder as a study's from the first step on
+                _write_record(out, {"format": "deltacd-study/1", "name": config.name, "study_file": config.source,
+                                    "status": "running"})
+            records: dict[str, dict[str, Any]] = {}
+            for name in config.ordered_steps():
+                record = step_functions.record_of(name, config, records)
+                path = _record_path(out, name)
+                previous = json.loads(path.read_text()) if path.is_file() else None
+                folder = out / name
+                up_to_date = previous is not None and previous.get("digest") == _digest(record) and folder.is_dir()
+                begun = time.perf_counter()
+                if up_to_date and not force:
+                    log.info("study %s: step %s up to date, skipped", config.name, name)
+                    outcomes.append(StepOutcome(name, "skipped (up to date)", 0.0))
+                    records[name] = previous["record"]
+                    continue
+                reason = "forced" if force else ("first run" if previous is None else _what_changed(previous["record"], record))
+                log.info("study %s: step %s runs (%s)", config.name, name, reason)
+                if progress is not None:
+                    progress("steps", len(outcomes), len(config.ordered_steps()))
+                step_functions.run_step(name, config, folder, progress)
+                seconds = round(time.perf_counter() - begun, 3)
+                path.write_text(dumps({"digest": _digest(record), "record": record, "seconds": seconds,
+                                       "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}))
+                records[name] = record
+                outcomes.append(StepOutcome(name, "ran", seconds, reason))
+            summary = {
+                "format": "deltacd-study/1", "name": config.name, "study_file": config.source, "status": "complete",
+                **environment(),
+                "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 3), "steps": [asdict(o) for o in outcomes],
+                "config": to_json_value(asdict(config)),
+            }
+            _write_record(out, summary)
+    finally:
+        package.removeHandler(handler)
+        handler.close()
+        package.setLevel(level)
+    if progress is not None:
+        progress("steps", len(outcomes), len(outcomes))
+    return StudyResult(out, outcomes, summary)
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    tmp = out / f".{STUDY_RECORD}.tmp"
+    tmp.write_text(dumps(record))
+    os.replace(tmp, out / STUDY_RECORD)
+
+
+def _what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed:
+        return "record changed"
+    if "inputs" in changed:
+        keys = sorted(k for k in set(old.get("inputs", {})) | set(new.get("inputs", {}))
+                      if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k))
+        return "inputs changed: " + ", ".join(keys)
+    return ", ".join(changed) + " changed"
+
+
+__all__ = ["MARKER", "StudyResult", "fingerprint", "run_study", "InputError"]

@@ -1,0 +1,129 @@
+"""The steps of a study: what each one reads (for its record) and how it runs (the verbs' API functions).
+
+Each step calls the function of its verb with the study's inputs and the step's options, which
+carry the verbs' own option names (the CLI flags): ``detect`` -> :func:`deltacd.detect`,
+``damage`` -> :func:`deltacd.damage.damage`, ``evaluate`` -> :func:`deltacd.evaluate.evaluate.evaluate`,
+``evaluate-damage`` -> :func:`deltacd.damage.evaluate.evaluate_damage`, ``report`` ->
+:func:`deltacd.report.html.write_report`. ``compare`` runs the post-classification comparison
+(:func:`deltacd.evaluate.compare.compare`) when land-cover maps are given, attributes each change
+polygon its from/to classes and counts the agreement with the current method per zone and per
+transition (:mod:`deltacd.study.fromto`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from deltacd.config import DetectOptions, build_options
+from deltacd.errors import InputError
+from deltacd.study.config import StudyConfig
+
+#: The inputs each step reads (its record fingerprints them), and the steps it depends on.
+READS = {
+    "detect": (("before", "after", "aoi"), ()),
+    "damage": (("before", "after", "aoi", "buildings", "zones"), ()),
+    "compare": (("landcover_before", "landcover_after", "current_change", "zones", "reference"), ("detect",)),
+    "evaluate": (("reference", "zones"), ("detect",)),
+    "evaluate-damage": (("damage_reference", "damage_reference_localisation", "damage_reference_damage"), ("damage",)),
+    "report": ((), ("detect", "damage", "compare", "evaluate", "evaluate-damage")),
+}
+
+
+def _inputs_options(config: StudyConfig) -> dict[str, Any]:
+    """The pair settings every image step shares, from ``inputs`` and the study's CRS."""
+    i = config.inputs
+    shared = {"bands_before": i.bands_before, "bands_after": i.bands_after, "aoi": i.aoi, "crs": config.crs}
+    return {k: v for k, v in shared.items() if v is not None}
+
+
+def _signature_check(function, options: dict[str, Any], step: str) -> None:
+    accepted = set(inspect.signature(function).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(f"steps.{step}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted - {'self'}))}")
+
+
+def check_options(config: StudyConfig) -> None:
+    """Validate every step's options before any step runs (the verbs' own checks; unknown keys named)."""
+    where = config.source or "study"
+    for name, options in config.steps.items():
+        source = f"{where}: steps.{name}"
+        if name == "detect":
+            build_options(DetectOptions, {**_inputs_options(config), **options}, source=source)
+        elif name == "damage":
+            from deltacd.damage.pipeline import split_options
+
+            split_options({**_inputs_options(config), **options})
+        elif name == "compare":
+            from deltacd.evaluate.compare import CompareOptions
+
+            build_options(CompareOptions, options, source=source)
+        elif name == "evaluate":
+            from deltacd.evaluate.evaluate import EvaluateOptions
+
+            build_options(EvaluateOptions, options, source=source)
+        elif name == "evaluate-damage":
+            from deltacd.damage.evaluate import evaluate_damage
+
+            _signature_check(evaluate_damage, options, name)
+        elif name == "report":
+            from deltacd.report.html import write_report
+
+            _signature_check(write_report, options, name)
+
+
+def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The record of step ``name``: fingerprints of its inputs, its options, the records of its upstream steps."""
+    from deltacd.study.run import fingerprint
+
+    keys, depends = READS[name]
+    inputs = {}
+    for key in keys:
+        value = getattr(config.inputs, key, None)
+        if value is not None:
+            inputs[key] = [fingerprint(v) for v in value] if isinstance(value, list) else fingerprint(value)
+    others = {"bands_before": config.inputs.bands_before, "bands_after": config.inputs.bands_after, "crs": config.crs,
+              "fields": {f.name: getattr(config.inputs, f.name) for f in fields(config.inputs)
+                         if f.name.endswith(("_field", "_classes", "_table")) or f.name.startswith("date_")}}
+    return {"step": name, "inputs": inputs, "options": config.steps[name], "settings": others,
+            "upstream": {d: upstream[d] for d in depends if d in upstream}}
+
+
+def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> None:
+    """Run step ``name`` into ``folder`` (replaced when it holds an earlier run of the step)."""
+    i, options, out = config.inputs, dict(config.steps[name]), config.output_dir
+    if name == "detect":
+        from deltacd.pipeline import detect
+
+        detect(i.before, i.after, folder, overwrite=True, progress=progress, **{**_inputs_options(config), **options})
+    elif name == "damage":
+        from deltacd.damage import damage
+
+        extra = {"zones": i.zones, "zone_field": i.zone_field, "id_field": i.building_id_field}
+        damage(i.before, i.after, folder, buildings=i.buildings, overwrite=True, progress=progress,
+               **{**_inputs_options(config), **{k: v for k, v in extra.items() if v is not None}, **options})
+    elif name == "compare":
+        from deltacd.study.compare import compare_with_current_method
+
+        compare_with_current_method(config, out / "detect" if "detect" in config.steps else None, folder, **options)
+    elif name == "evaluate":
+        from deltacd.evaluate.evaluate import evaluate
+
+        extra = {"strata": i.zones, "strata_field": i.zone_field, "reference_field": i.reference_field}
+        evaluate(out / "detect" / "change_mask.tif", i.reference, folder, score=out / "detect" / "change_score.tif",
+                 overwrite=True, **{**{k: v for k, v in extra.items() if v is not None}, **options})
+    elif name == "evaluate-damage":
+        from deltacd.damage.evaluate import evaluate_damage
+
+        masks = (i.damage_reference_localisation, i.damage_reference_damage) if i.damage_reference_damage else None
+        evaluate_damage(out / "damage", i.damage_reference, folder, reference_field=i.damage_reference_field,
+                        grade_table=i.damage_grade_table, reference_masks=masks, overwrite=True, **options)
+    elif name == "report":
+        from deltacd.report.html import write_report
+
+        write_report(out, folder, overwrite=True, **{"title": config.name, "dates": (i.date_before, i.date_after), **options})
+    else:  # pragma: no cover - the study file is validated
+        raise InputError(f"unknown step {name!r}")
