@@ -184,3 +184,38 @@ def test_demo_runs_on_the_bundled_pleiades_pair(tmp_path):
     assert coreg["corrected"] and abs(coreg["dx"] - 10) < 2 and abs(coreg["dy"] + 29) < 2
     assert 0.02 < record["results"]["changed_fraction"] < 0.3
     assert record["results"]["polygons"] > 10
+
+
+def test_outputs_open_styled_in_qgis(scene_pair, tmp_path):
+    import sqlite3
+
+    before, after = scene_pair(change=(60, 80, 40, 50))
+    result = deltacd.detect(before, after, tmp_path / "out", bands_before="B,G,R,N", bands_after="B,G,R,N")
+    for name in ("change_mask.qml", "change_score.qml", "changes.qml", "before.vrt", "after.vrt"):
+        assert (result.out_dir / name).is_file(), name
+    assert 'paletteEntry value="1" label="change"' in (result.out_dir / "change_mask.qml").read_text()
+    with sqlite3.connect(result.polygons) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200  # GeoPackage 1.2
+        styles = db.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall()
+    assert styles == [("changes", 1)]
+    with rasterio.open(result.out_dir / "after.vrt") as vrt, rasterio.open(after) as src:
+        assert vrt.count == 3 and vrt.crs == src.crs and vrt.shape == src.shape  # R,G,B of the 4 bands, on its own pixels
+        assert np.array_equal(vrt.read(1), src.read(3))  # the red band first
+
+
+@pytest.mark.slow
+def test_a_network_writes_its_uncertainty(data_dir, tmp_path):
+    from deltacd.io.levir import georeference_levir_crop
+
+    levir = data_dir / "levircd_bitcd"
+    coords = data_dir / "levircd-spatialinfo_stanet" / "LEVIR_CD_name_coords.json"
+    a = georeference_levir_crop(levir / "A" / "test_2_0000_0000.png", tmp_path / "a.tif", coords)
+    b = georeference_levir_crop(levir / "B" / "test_2_0000_0000.png", tmp_path / "b.tif", coords)
+    result = deltacd.detect(a, b, tmp_path / "out", model="tinycd:" + str(data_dir / "checkpoints_tinycd" / "levir_best.pth"),
+                            uncertainty=True, crs="EPSG:4326", coregistration="off", tile_size=256)
+    with rasterio.open(result.out_dir / "change_uncertainty.tif") as src, rasterio.open(result.score) as score:
+        entropy, probability = src.read(1), score.read(1)
+    assert 0 <= np.nanmin(entropy) and np.nanmax(entropy) <= 1.0 + 1e-6
+    unsure = np.abs(probability - 0.5) < 0.1
+    assert entropy[unsure].mean() > 0.9 > entropy[~unsure].mean()  # highest where the probability is near 0.5
+    assert result.record["method"]["uncertainty"] is True and result.record["method"]["tta"] is True

@@ -64,7 +64,26 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     sidecars = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.suffix.lower() in (".dbf", ".shx", ".prj", ".cpg", ".geom", ".rpb")]
     if sidecars:
         out["sidecars"] = {p.name: fingerprint(p) for p in sorted(sidecars)}
+    if path.suffix.lower() == ".vrt":  # a VRT is a list of other files: they are its content
+        out["sources"] = {str(p): fingerprint(p) for p in _vrt_sources(path)}
     return out
+
+
+def _vrt_sources(path: Path) -> list[Path]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return []
+    found = []
+    for element in root.iter("SourceFilename"):
+        source = Path(element.text or "")
+        if element.get("relativeToVRT") == "1":
+            source = path.parent / source
+        if source.is_file() and source not in found:
+            found.append(source)
+    return sorted(found)
 
 
 @dataclass
