@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: pip takes the release stored on this machine's disk.
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,scale,test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

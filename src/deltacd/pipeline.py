@@ -17,6 +17,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
 from deltacd.postprocess.histogram import Histogram
-from deltacd.postprocess.polygons import CleanUp, rasterise_changes, vectorise_changes
+from deltacd.postprocess.polygons import ChangeRegions, CleanUp, change_mask_blocks, change_regions
 from deltacd.prepare.align import AlignedPair, align_pair, target_crs
 from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
 from deltacd.prepare.orthorectify import orthorectify
@@ -91,16 +92,25 @@ class DetectResult:
 
 @dataclass(frozen=True)
 class PreparedPair:
-    """The aligned, co-registered, harmonised pair and what was measured on the way."""
+    """The aligned, co-registered, harmonised pair and what was measured on the way.
+
+    ``coregistration`` waits for the measure when it runs in the background (``"report"`` mode).
+    """
 
     pair: AlignedPair
     inputs: dict[str, Any]  # the inputs as opened, before any orthorectification
-    coregistration: CoregistrationReport | None
+    measured: Future | None
     radiometry: dict[str, Any]
     sample: PixelSample  # scene-wide pixels, date 2 harmonised
 
+    @property
+    def coregistration(self) -> CoregistrationReport | None:
+        return None if self.measured is None else self.measured.result()
+
 
 class _Timings(dict):
+    """Seconds per stage; stages may run in several threads (co-registration beside prediction)."""
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -130,18 +140,17 @@ def prepare_pair(
             second = orthorectify(second, workdir, crs=crs)
     with timings.stage("align"):
         pair = align_pair(first, second, crs=options.crs, resolution=options.resolution, aoi=options.aoi)
-    report = None
-    if options.coregistration != "off":
-        with timings.stage("coregistration"):
-            report = estimate_shift(pair, progress=_stage(progress, "co-registration"))
-        if report.blocks_measured and not report.reliable:
-            warnings.warn(
-                f"co-registration unreliable: only {report.blocks_used} of {report.blocks_measured} blocks agree on the "
-                f"shift ({report.dx:+.2f}, {report.dy:+.2f} px)" + ("; it was not applied" if options.coregistration == "correct" else "")
-                + "; check the pair covers the same area, or co-register it yourself", DeltacdWarning, stacklevel=2)
-        if options.coregistration == "correct" and report.reliable:
-            pair = pair.replace(after_shift=(report.dx, report.dy))
-            report = replace(report, corrected=True)
+    report: Future | None = None
+    if options.coregistration == "correct":
+        measured = _coregister(pair, options, timings, progress)
+        if measured.reliable:
+            pair = pair.replace(after_shift=(measured.dx, measured.dy))
+            measured = replace(measured, corrected=True)
+        report = Future()
+        report.set_result(measured)
+    elif options.coregistration == "report":
+        # only measured: nothing downstream waits for it, so it runs beside sampling and prediction
+        report = _BACKGROUND.submit(_coregister, pair, options, timings, progress)
     with timings.stage("radiometry"):
         sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed, progress=_stage(progress, "sampling"))
         harmoniser = fit_harmoniser(sample, options.harmonise)
@@ -152,6 +161,20 @@ def prepare_pair(
     return PreparedPair(pair, inputs, report, radiometry, sample)
 
 
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltacd-coregistration")
+
+
+def _coregister(pair: AlignedPair, options: DetectOptions, timings: _Timings, progress) -> CoregistrationReport:
+    with timings.stage("coregistration"):
+        report = estimate_shift(pair, progress=_stage(progress, "co-registration"))
+    if report.blocks_measured and not report.reliable:
+        warnings.warn(
+            f"co-registration unreliable: only {report.blocks_used} of {report.blocks_measured} blocks agree on the "
+            f"shift ({report.dx:+.2f}, {report.dy:+.2f} px)" + ("; it was not applied" if options.coregistration == "correct" else "")
+            + "; check the pair covers the same area, or co-register it yourself", DeltacdWarning, stacklevel=3)
+    return report
+
+
 def build_method(options: DetectOptions, method_instance: ChangeMethod | None = None) -> ChangeMethod:
     """The method of a run: ``method_instance``, the checkpoint ``options.model``, or ``options.method`` by name."""
     if method_instance is not None:
@@ -159,7 +182,8 @@ def build_method(options: DetectOptions, method_instance: ChangeMethod | None = 
     if options.model:
         from deltacd.methods.learned import LearnedModel  # torch is imported only when a model is asked for
 
-        return LearnedModel.from_file(options.model, device=options.device, tta=options.tta, uncertainty=options.uncertainty)
+        return LearnedModel.from_file(options.model, device=options.device, tta=options.tta, uncertainty=options.uncertainty,
+                                      runtime=options.runtime, precision=options.precision)
     return get_method(options.method, **(options.method_options or {}))
 
 
@@ -234,7 +258,7 @@ def detect(
         first, second = open_pair(before, after, opts)
     check_settings(method, opts, first, second)
     with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs) as staging, \
-            RunLog(staging) as run_log:
+            RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltacd-output") as background:
         workdir = staging / "_work"
         workdir.mkdir()
         prepared = prepare_pair(first, second, opts, workdir, timings, progress)
@@ -261,15 +285,20 @@ def detect(
                         hist.update(values)
                         valid_pixels += int(np.isfinite(values).sum())
                 threshold, rule = _threshold(method, hist, opts.threshold)
+                # the score's COG is written by GDAL's threads while polygons and mask are made from it
+                score.seal()
+                score_cog = background.submit(timed, timings, "cog (beside polygons)", score.publish)
                 with timings.stage("polygons"):
-                    polygons = vectorise_changes(
+                    regions = change_regions(
                         score.read, grid, threshold, CleanUp(opts.min_area_m2, opts.morphology_radius_px),
                         progress=_stage(progress, "polygons"),
                     )
+                    polygons = regions.polygons
                 with timings.stage("mask"):
-                    changed_pixels = _write_mask(staging / MASK, grid, polygons, score.read, progress=_stage(progress, "mask"))
+                    changed_pixels = _write_mask(staging / MASK, grid, regions, score.read, progress=_stage(progress, "mask"))
                 with timings.stage("cog"):
-                    score.finish()
+                    score_cog.result()
+                    score.close()
                     if uncertainty is not None:
                         uncertainty.finish()
             with timings.stage("outputs"):
@@ -343,6 +372,12 @@ def warn_if_mostly_changed(changed_pixels: int, valid_pixels: int, rule: str) ->
             DeltacdWarning, stacklevel=2)
 
 
+def timed(timings: _Timings, name: str, function: Callable[[], Any]) -> Any:
+    """``function()`` timed as stage ``name`` (for work run in a background thread)."""
+    with timings.stage(name):
+        return function()
+
+
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
@@ -357,19 +392,17 @@ def _threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tup
     return method.auto_threshold(hist), method.threshold_rule
 
 
-def _write_mask(path: Path, grid: Grid, polygons, read_score: Callable[[Window], np.ndarray], rows: int = 1024,
+def _write_mask(path: Path, grid: Grid, regions: ChangeRegions, read_score: Callable[[Window], np.ndarray],
                 progress: Callable[[int, int], None] | None = None) -> int:
     changed = 0
     with RasterWriter(path, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
                       overview_resampling="nearest") as mask:
-        for top in range(0, grid.height, rows):
-            window = Window(0, top, grid.width, min(rows, grid.height - top))
-            values = rasterise_changes(polygons, grid, window)
+        for done, (window, values) in enumerate(change_mask_blocks(read_score, grid, regions), start=1):
             changed += int(values.sum())
             values[np.isnan(read_score(window))] = MASK_NODATA
             mask.write(window, values)
             if progress is not None:
-                progress(min(top + rows, grid.height), grid.height)
+                progress(done, len(regions.blocks))
         mask.finish()
     return changed
 

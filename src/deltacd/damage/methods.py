@@ -52,7 +52,7 @@ class DamageContext:
     buildings: gpd.GeoDataFrame  # in pair.grid.crs, index 0..n-1
     stats: ZonalStats  # pixel change score inside each footprint
     valid_share: np.ndarray  # [n] share of each footprint's area with valid pixels at both dates
-    tile_size: int = 512
+    tile_size: int | None = None
     batch_size: int = 4
     progress: Progress | None = None
 

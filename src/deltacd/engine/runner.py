@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,11 +54,12 @@ class TileLayout:
         return len(self.rows) * len(self.cols)
 
 
-def plan_tiles(shape: tuple[int, int], method: ChangeMethod, *, tile_size: int = 512, overlap: int | None = None) -> TileLayout:
+def plan_tiles(shape: tuple[int, int], method: ChangeMethod, *, tile_size: int | None = None, overlap: int | None = None) -> TileLayout:
     """Choose the tiles for a scene of ``shape`` (height, width).
 
-    ``overlap`` defaults to twice the method's context (0 for per-pixel methods).
+    ``tile_size`` defaults to the method's; ``overlap`` to twice its context (0 for per-pixel methods).
     """
+    tile_size = tile_size or method.tile_size
     if tile_size < 16:
         raise InputError(f"tile_size: {tile_size} is too small; use at least 16 (512 is a good default)")
     multiple = method.size_multiple
@@ -74,8 +76,9 @@ def plan_tiles(shape: tuple[int, int], method: ChangeMethod, *, tile_size: int =
     )
 
 
-def tile_memory_bytes(method: ChangeMethod, *, tile_size: int, batch_size: int, bands: int) -> int:
+def tile_memory_bytes(method: ChangeMethod, *, tile_size: int | None, batch_size: int, bands: int) -> int:
     """Memory one batch of tiles needs: both dates read and stacked (float32), the method's work, score and weights."""
+    tile_size = tile_size or method.tile_size
     size = math.ceil(tile_size / method.size_multiple) * method.size_multiple
     pixels = batch_size * size * size
     return pixels * (2 * 2 * bands * 4 + method.work_bytes_per_pixel + 8)
@@ -96,13 +99,13 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def check_tile_memory(method: ChangeMethod, *, tile_size: int, batch_size: int, bands: int) -> None:
+def check_tile_memory(method: ChangeMethod, *, tile_size: int | None, batch_size: int, bands: int) -> None:
     """Refuse, before any work, a tile size whose batches cannot fit in this machine's free memory."""
     need = tile_memory_bytes(method, tile_size=tile_size, batch_size=batch_size, bands=bands)
     free = available_memory_bytes()
     if free is not None and need > 0.8 * free:
         raise InputError(
-            f"tile_size: {tile_size} px tiles in batches of {batch_size} need about {need / 1e9:.1f} GB with "
+            f"tile_size: {tile_size or method.tile_size} px tiles in batches of {batch_size} need about {need / 1e9:.1f} GB with "
             f"{method.name}, more than the {free / 1e9:.1f} GB free here; use a smaller --tile-size "
             "(512 is a good default) or --batch-size"
         )
@@ -120,13 +123,20 @@ def predict_scene(
     pair: AlignedPair,
     method: ChangeMethod,
     *,
-    tile_size: int = 512,
+    tile_size: int | None = None,
     overlap: int | None = None,
     batch_size: int = 4,
     progress: Progress | None = None,
     stats: EngineStats | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
     """Run ``method`` over the whole pair and yield the score in full-width strips.
+
+    Tiles are read by a pool of ``threads`` threads (default: one per core; GDAL and numpy
+    release the GIL, and each thread has its own file handles), ahead of the tiles being
+    blended. A method that declares itself ``thread_safe`` (per-pixel numpy: CVA, IR-MAD) is
+    also run in those threads, one tile at a time; the others (networks, which have their own
+    threads) get batches of ``batch_size`` tiles in the calling thread.
 
     Yields
     ------
@@ -157,17 +167,31 @@ def predict_scene(
         return Window(0, top, grid_w, rows), (score[0] if channels == 1 else score)
 
     tiles = [(r, c) for r in layout.rows for c in layout.cols]
-    with ThreadPoolExecutor(max_workers=1) as reader:
+    workers = max(1, threads or os.cpu_count() or 1)
+    in_threads = bool(getattr(method, "thread_safe", False))
+    lock = threading.Lock()
+
+    def read_and_score(window: Window) -> tuple[PairWindow, np.ndarray | None]:
+        block = pair.read(window)
+        if not in_threads:
+            return block, None
+        started = time.perf_counter()
+        score = method.predict(_pad(block.before, layout.padded)[None], _pad(block.after, layout.padded)[None])
+        with lock:
+            stats.method_s += time.perf_counter() - started
+        return block, score
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         queue = iter(tiles)
 
         def refill() -> None:
-            while len(pending) < 2 * batch_size:
+            while len(pending) < 2 * max(batch_size, workers):
                 try:
                     r, c = next(queue)
                 except StopIteration:
                     return
-                pending.append(((r, c), reader.submit(pair.read, Window(c, r, tw, th))))
+                pending.append(((r, c), pool.submit(read_and_score, Window(c, r, tw, th))))
 
         refill()
         while pending:
@@ -183,20 +207,27 @@ def predict_scene(
                     buffer[-shift:] = 0
                 top = row
             batch: list[tuple[int, PairWindow]] = []
-            while pending and pending[0][0][0] == row and len(batch) < batch_size:
+            done_scores: list[np.ndarray] = []
+            while pending and pending[0][0][0] == row and len(batch) < (1 if in_threads else batch_size):
                 (_, c), future = pending.popleft()
                 waited = time.perf_counter()
-                batch.append((c, future.result()))
+                block, score = future.result()
                 stats.read_wait_s += time.perf_counter() - waited
+                batch.append((c, block))
+                if score is not None:
+                    done_scores.append(score)
                 refill()
-            before = np.stack([_pad(b.before, layout.padded) for _, b in batch])
-            after = np.stack([_pad(b.after, layout.padded) for _, b in batch])
-            started = time.perf_counter()
-            scores = method.predict(before, after)
+            if in_threads:
+                scores = np.concatenate(done_scores)
+            else:
+                before = np.stack([_pad(b.before, layout.padded) for _, b in batch])
+                after = np.stack([_pad(b.after, layout.padded) for _, b in batch])
+                started = time.perf_counter()
+                scores = method.predict(before, after)
+                stats.method_s += time.perf_counter() - started
             if scores.ndim == 3:
                 scores = scores[:, None]
             scores = scores[:, :, :th, :tw]
-            stats.method_s += time.perf_counter() - started
             stats.tiles += len(batch)
             for (c, block), score in zip(batch, scores, strict=True):
                 acc[:, :, c : c + tw] += score * weights

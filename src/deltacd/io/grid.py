@@ -86,7 +86,9 @@ class Grid:
 
     def window_of(self, bounds: tuple[float, float, float, float]) -> Window:
         """The window of this grid that covers ``bounds``, rounded outwards and clipped to the grid."""
-        win = from_bounds(*bounds, transform=self.transform).round_offsets("floor").round_lengths("ceil")
+        win = from_bounds(*bounds, transform=self.transform)
+        col, row = math.floor(win.col_off), math.floor(win.row_off)
+        win = Window(col, row, math.ceil(win.col_off + win.width) - col, math.ceil(win.row_off + win.height) - row)
         return win.intersection(self.full_window)
 
     def subgrid(self, window: Window) -> Grid:

@@ -44,6 +44,11 @@ class ChangeMethod(ABC):
     channels
         Values per pixel ``predict`` returns: 1 (a score, [B, H, W]) or K ([B, K, H, W], e.g.
         class probabilities), blended alike by the engine.
+    tile_size
+        Default tile side of the engine for this method (px).
+    thread_safe
+        ``predict`` may run in several threads at once (no state changes, numpy releasing the
+        GIL): the engine then scores tiles in its reading threads.
     """
 
     name: ClassVar[str]
@@ -54,6 +59,8 @@ class ChangeMethod(ABC):
     threshold_rule: ClassVar[str] = "Otsu"
     work_bytes_per_pixel: ClassVar[int] = 16
     channels: ClassVar[int] = 1
+    thread_safe: ClassVar[bool] = False
+    tile_size: ClassVar[int] = 512
 
     def fit(self, sample: PixelSample) -> None:  # noqa: B027 - optional hook
         """Learn scene-wide state from pixels of the whole scene (optional)."""

@@ -37,6 +37,7 @@ class CVA(ChangeMethod):
     name = "cva"
     score_units = "CVA magnitude (robust standard deviations of date 1)"
     score_range = (0.0, math.inf)
+    thread_safe = True
 
     def __init__(self, *, min_threshold: float = 1.0) -> None:
         if not min_threshold >= 0:

@@ -60,6 +60,7 @@ class IRMAD(ChangeMethod):
     name = "irmad"
     score_units = "IR-MAD chi-square statistic (degrees of freedom = number of bands)"
     score_range = (0.0, math.inf)
+    thread_safe = True
 
     @property
     def threshold_rule(self) -> str:

@@ -13,7 +13,7 @@ No library vectorises a raster larger than memory with merging across blocks, he
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -64,6 +64,115 @@ def _block_mask(read: ScoreReader, grid: Grid, window: Window, threshold: float,
     return mask[r0 : r0 + h, c0 : c0 + w], score[r0 : r0 + h, c0 : c0 + w]
 
 
+@dataclass
+class ChangeRegions:
+    """The change polygons of a scene and which labelled regions of each block they keep.
+
+    ``kept_edge[b]`` holds the labels, in block ``b``, of the pieces of regions cut by block edges
+    that the minimum mapping unit kept once merged; regions inside a block are kept by their own
+    area. :func:`change_mask_blocks` uses it to write the mask from the labels, so mask and
+    polygons hold exactly the same pixels without rasterising the polygons back.
+    """
+
+    polygons: gpd.GeoDataFrame
+    blocks: list[Window]
+    kept_edge: dict[int, np.ndarray]
+    threshold: float
+    cleanup: CleanUp
+
+
+def _blocks(grid: Grid, block_size: int) -> list[Window]:
+    return [
+        Window(c, r, min(block_size, grid.width - c), min(block_size, grid.height - r))
+        for r in range(0, grid.height, block_size)
+        for c in range(0, grid.width, block_size)
+    ]
+
+
+def _labelled(read: ScoreReader, grid: Grid, window: Window, threshold: float, cleanup: CleanUp):
+    """Labels (4-connected) of the block's cleaned mask, its score, pixel counts and which labels touch an inner edge."""
+    mask, score = _block_mask(read, grid, window, threshold, cleanup.morphology_radius_px)
+    labels, n = ndimage.label(mask)  # 4-connectivity, as rasterio.features.shapes
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    edge = np.zeros(n + 1, dtype=bool)
+    h, w = labels.shape
+    if window.row_off > 0:
+        edge[labels[0]] = True
+    if window.row_off + h < grid.height:
+        edge[labels[-1]] = True
+    if window.col_off > 0:
+        edge[labels[:, 0]] = True
+    if window.col_off + w < grid.width:
+        edge[labels[:, -1]] = True
+    edge[0] = False
+    return labels, n, score, counts, edge
+
+
+def change_regions(
+    read: ScoreReader,
+    grid: Grid,
+    threshold: float,
+    cleanup: CleanUp = CleanUp(),
+    *,
+    block_size: int = 2048,
+    progress: Callable[[int, int], None] | None = None,
+) -> ChangeRegions:
+    """Change polygons of the whole scene, block by block, with what the mask needs (:class:`ChangeRegions`)."""
+    closed: list[tuple[shapely.Geometry, int, float, float]] = []
+    open_pieces: list[tuple[shapely.Geometry, int, float, float]] = []
+    open_ids: list[tuple[int, int]] = []  # (block, label) of each open piece
+    blocks = _blocks(grid, block_size)
+    pixel_area = grid.pixel_area_m2
+    for done, window in enumerate(blocks, start=1):
+        labels, n, score, counts, edge = _labelled(read, grid, window, threshold, cleanup)
+        if n:
+            finite = np.nan_to_num(score, nan=0.0)
+            inside = labels > 0
+            sums = np.bincount(labels[inside], weights=finite[inside], minlength=n + 1)[1:]
+            maxima = np.full(n + 1, -np.inf)
+            np.maximum.at(maxima, labels[inside], finite[inside])  # O(n), unlike ndimage.maximum's sort
+            maxima = maxima[1:]
+            # Regions below the minimum mapping unit that cannot grow across a block edge are dropped
+            # before vectorising: building a polygon per speck dominated the cost of this stage.
+            keep = edge | (counts * pixel_area >= cleanup.min_area_m2)
+            keep[0] = False
+            labels[~keep[labels]] = 0
+            transform = grid.window_transform(window)
+            for geom, value in shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4, transform=transform):
+                label = int(value)
+                piece = (shapely.geometry.shape(geom), int(counts[label]), float(sums[label - 1]), float(maxima[label - 1]))
+                if edge[label]:
+                    open_pieces.append(piece)
+                    open_ids.append((done - 1, label))
+                else:
+                    closed.append(piece)
+        if progress is not None:
+            progress(done, len(blocks))
+    merged, groups = _merge_across_blocks(open_pieces)
+    kept_lists: dict[int, list[int]] = {}
+    for piece, members in zip(merged, groups, strict=True):
+        if piece[1] * pixel_area >= cleanup.min_area_m2:
+            for i in members:
+                block, label = open_ids[i]
+                kept_lists.setdefault(block, []).append(label)
+    pieces = closed + merged
+    frame = gpd.GeoDataFrame(
+        {
+            "area_m2": [p[1] * pixel_area for p in pieces],
+            "pixels": [p[1] for p in pieces],
+            "mean_score": [p[2] / p[1] for p in pieces],
+            "max_score": [p[3] for p in pieces],
+        },
+        geometry=[p[0] for p in pieces],
+        crs=grid.crs,
+    )
+    frame = frame[frame["area_m2"] >= cleanup.min_area_m2]
+    frame = frame.sort_values("area_m2", ascending=False, ignore_index=True)
+    frame.index.name = "change_id"
+    log.info("%d change polygons (%d pieces merged across blocks)", len(frame), len(open_pieces))
+    return ChangeRegions(frame, blocks, {b: np.array(sorted(v)) for b, v in kept_lists.items()}, threshold, cleanup)
+
+
 def vectorise_changes(
     read: ScoreReader,
     grid: Grid,
@@ -81,66 +190,32 @@ def vectorise_changes(
         One row per change polygon, in ``grid.crs``, with ``area_m2``, ``pixels``,
         ``mean_score`` and ``max_score``; sorted by decreasing area.
     """
-    closed: list[tuple[shapely.Geometry, int, float, float]] = []
-    open_pieces: list[tuple[shapely.Geometry, int, float, float]] = []
-    blocks = [
-        Window(c, r, min(block_size, grid.width - c), min(block_size, grid.height - r))
-        for r in range(0, grid.height, block_size)
-        for c in range(0, grid.width, block_size)
-    ]
-    for done, window in enumerate(blocks, start=1):
-        mask, score = _block_mask(read, grid, window, threshold, cleanup.morphology_radius_px)
-        labels, n = ndimage.label(mask)  # 4-connectivity, as rasterio.features.shapes
-        if n:
-            index = np.arange(1, n + 1)
-            finite = np.nan_to_num(score, nan=0.0)
-            counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-            sums = ndimage.sum_labels(finite, labels, index)
-            maxima = ndimage.maximum(finite, labels, index)
-            edge = np.zeros(n + 1, dtype=bool)
-            h, w = labels.shape
-            if window.row_off > 0:
-                edge[labels[0]] = True
-            if window.row_off + h < grid.height:
-                edge[labels[-1]] = True
-            if window.col_off > 0:
-                edge[labels[:, 0]] = True
-            if window.col_off + w < grid.width:
-                edge[labels[:, -1]] = True
-            # Regions below the minimum mapping unit that cannot grow across a block edge are dropped
-            # before vectorising: building a polygon per speck dominated the cost of this stage.
-            keep = edge[1:] | (counts * grid.pixel_area_m2 >= cleanup.min_area_m2)
-            labels[~np.concatenate(([False], keep))[labels]] = 0
-            transform = grid.window_transform(window)
-            for geom, value in shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4, transform=transform):
-                label = int(value)
-                piece = (shapely.geometry.shape(geom), int(counts[label - 1]), float(sums[label - 1]), float(maxima[label - 1]))
-                (open_pieces if edge[label] else closed).append(piece)
-        if progress is not None:
-            progress(done, len(blocks))
-    pieces = closed + _merge_across_blocks(open_pieces)
+    return change_regions(read, grid, threshold, cleanup, block_size=block_size, progress=progress).polygons
+
+
+def change_mask_blocks(read: ScoreReader, grid: Grid, regions: ChangeRegions) -> Iterator[tuple[Window, np.ndarray]]:
+    """uint8 blocks of the change mask: 1 on the pixels of ``regions``' polygons, 0 elsewhere.
+
+    The blocks' labels are computed again exactly as :func:`change_regions` computed them and
+    mapped through which regions it kept: the same pixels as rasterising the polygons with the
+    pixel-centre rule, at the cost of a threshold and a labelling per block.
+    """
     pixel_area = grid.pixel_area_m2
-    frame = gpd.GeoDataFrame(
-        {
-            "area_m2": [p[1] * pixel_area for p in pieces],
-            "pixels": [p[1] for p in pieces],
-            "mean_score": [p[2] / p[1] for p in pieces],
-            "max_score": [p[3] for p in pieces],
-        },
-        geometry=[p[0] for p in pieces],
-        crs=grid.crs,
-    )
-    frame = frame[frame["area_m2"] >= cleanup.min_area_m2]
-    frame = frame.sort_values("area_m2", ascending=False, ignore_index=True)
-    frame.index.name = "change_id"
-    log.info("%d change polygons (%d merged across blocks)", len(frame), len(open_pieces))
-    return frame
+    for b, window in enumerate(regions.blocks):
+        labels, n, _, counts, edge = _labelled(read, grid, window, regions.threshold, regions.cleanup)
+        keep = ~edge & (counts * pixel_area >= regions.cleanup.min_area_m2)
+        if b in regions.kept_edge:
+            keep[regions.kept_edge[b]] = True
+        keep[0] = False
+        yield window, keep[labels].astype(np.uint8)
 
 
-def _merge_across_blocks(pieces: list[tuple[shapely.Geometry, int, float, float]]) -> list[tuple[shapely.Geometry, int, float, float]]:
-    """Union the pieces of regions cut by block edges (pieces sharing an edge belong together)."""
+def _merge_across_blocks(
+    pieces: list[tuple[shapely.Geometry, int, float, float]],
+) -> tuple[list[tuple[shapely.Geometry, int, float, float]], list[list[int]]]:
+    """Union the pieces of regions cut by block edges (pieces sharing an edge belong together); also the members of each."""
     if not pieces:
-        return []
+        return [], []
     geoms = np.array([p[0] for p in pieces])
     tree = shapely.STRtree(geoms)
     left, right = tree.query(geoms, predicate="intersects")
@@ -171,7 +246,7 @@ def _merge_across_blocks(pieces: list[tuple[shapely.Geometry, int, float, float]
             sum(pieces[i][2] for i in members),
             max(pieces[i][3] for i in members),
         ))
-    return merged
+    return merged, list(groups.values())
 
 
 def rasterise_changes(polygons: gpd.GeoDataFrame, grid: Grid, window: Window) -> np.ndarray:

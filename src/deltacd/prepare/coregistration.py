@@ -99,9 +99,9 @@ def _intensity(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out / len(values) * np.outer(np.hanning(out.shape[0]), np.hanning(out.shape[1]))
 
 
-def _shift(pair, window_: Window, grid=None, *, upsample_factor: int, min_valid_fraction: float):
-    """(dx, dy) where date 2's content lies relative to date 1 in ``window_``, or None."""
-    block = pair.read(window_, grid=grid)
+def _shift(pair, window_: Window | None, grid=None, *, upsample_factor: int, min_valid_fraction: float):
+    """(dx, dy) where date 2's content lies relative to date 1 in ``window_`` (None: the whole coarse ``grid``), or None."""
+    block = pair.read_overview(grid) if window_ is None else pair.read(window_, grid=grid)
     if block.valid.mean() < min_valid_fraction:
         return None
     ref, mov = _intensity(block.before, block.valid), _intensity(block.after, block.valid)
@@ -157,7 +157,7 @@ def estimate_shift(
     coarse_dx = coarse_dy = 0.0
     coarse_grid = grid.scaled(coarse_size)
     if coarse_grid is not grid:
-        found = _shift(raw, coarse_grid.full_window, coarse_grid, upsample_factor=4, min_valid_fraction=0.5)
+        found = _shift(raw, None, coarse_grid, upsample_factor=4, min_valid_fraction=0.5)
         if found is not None:
             factor = grid.width / coarse_grid.width
             coarse_dx, coarse_dy = round(found[0] * factor), round(found[1] * factor)

@@ -36,7 +36,7 @@ def stretch(values: np.ndarray, valid: np.ndarray, low: np.ndarray | None = None
     return (image[..., 0] if image.shape[-1] == 1 else image), low, high
 
 
-def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 900, title: str = "") -> Path:
+def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 1024, title: str = "") -> Path:
     """Draw before | after | changes over after, the scene read at ``max_size`` pixels at most."""
 
     def changes(ax) -> None:
@@ -46,7 +46,7 @@ def write_quicklook(pair, polygons: gpd.GeoDataFrame, path: str | Path, *, max_s
     return _three_panels(pair, path, f"changes ({len(polygons)} polygons)", changes, max_size=max_size, title=title)
 
 
-def write_damage_quicklook(pair, buildings: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 900, title: str = "") -> Path:
+def write_damage_quicklook(pair, buildings: gpd.GeoDataFrame, path: str | Path, *, max_size: int = 1024, title: str = "") -> Path:
     """Draw pre | post | buildings coloured by damage grade over post, with a legend."""
     from matplotlib.patches import Patch
 
@@ -67,7 +67,7 @@ def write_damage_quicklook(pair, buildings: gpd.GeoDataFrame, path: str | Path, 
 
 def _three_panels(pair, path, third: str, draw, *, max_size: int, title: str, labels=("before", "after")) -> Path:
     grid = pair.grid.scaled(max_size)
-    block = pair.read(grid.full_window, grid=grid)
+    block = pair.read_overview(grid)
     show = display_bands(pair.bands)
     before, low, high = stretch(block.before[show], block.valid)
     after, _, _ = stretch(block.after[show], block.valid, low, high)

@@ -1,0 +1,258 @@
+"""Throughput of ``deltacd detect`` against a plain-tools pipeline and the physical floor, side by side.
+
+Scenes: 4-band uint16 pairs of N x N pixels made of real data (the 10 m B,G,R,NIR bands of the
+OSCD Rennes pair, mirror-tiled, on a 0.5 m Lambert-93 grid, as ``benchmarks/scale.py``). Two
+layouts: **aligned** (both dates on one grid) and **misaligned** (date 2 on a grid shifted by
+0.37 x 0.61 pixel, so it must be resampled). Each pipeline runs in a fresh process, so that its
+peak resident memory, CPU time and bytes read (``/proc/self/io`` rchar) are its own:
+
+* ``deltacd (before)``: the code of the commit given by ``--before`` (a git worktree), defaults;
+* ``deltacd``: this checkout, defaults (co-registration measured, PIF harmonisation, Otsu, 12 m2 MMU);
+* ``plain tools``: what a user writes with the same libraries on whole arrays: date 2 warped to
+  date 1's grid (rasterio.warp.reproject with every thread, as ``gdalwarp -multi``), CVA with
+  numexpr, Otsu (scikit-image), the minimum mapping unit by scipy labelling, polygons with
+  rasterio.features.shapes on the whole mask (as ``gdal_polygonize``), COGs with GDAL's COG
+  driver (as ``gdal_translate -of COG``), a decimated matplotlib quicklook. No co-registration,
+  no harmonisation: less work than deltacd does;
+* ``floor``: reading both inputs once (from the page cache), one numpy CVA pass, writing the
+  score uncompressed: what no pipeline can beat.
+
+Usage::
+
+    python benchmarks/throughput.py --sizes 5000 10000 --layouts aligned misaligned --methods cva irmad \\
+        [--before <commit>] [--out benchmarks/results/throughput]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from scale import source_tiles, write_mosaic  # noqa: E402
+
+CHILD = r'''
+import json, os, resource, sys, time
+kind, before, after, out, method = sys.argv[1:6]
+started = time.perf_counter()
+stages = {}
+if kind.startswith("deltacd"):
+    import deltacd
+    result = deltacd.detect(before, after, out, method=method)
+    stages = result.record["timings_s"]
+    polygons = result.record["results"]["polygons"]
+elif kind == "plain":
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    from throughput import plain_pipeline
+    stages, polygons = plain_pipeline(before, after, out, method)
+else:
+    sys.path.insert(0, os.environ["BENCH_DIR"])
+    from throughput import floor
+    stages, polygons = floor(before, after, out)
+wall = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
+io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+                  "read_mb": int(io["rchar"]) / 1e6, "stages": stages, "polygons": polygons}))
+'''
+
+
+def _read_all(path: str) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as src:
+        return src.read().astype(np.float32), src.profile
+
+
+def plain_pipeline(before: str, after: str, out: str, method: str) -> tuple[dict, int]:
+    """The plain-tools pipeline (module notes), on whole arrays; returns stage times and the polygon count."""
+    import geopandas as gpd
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numexpr as ne
+    import rasterio.shutil
+    import shapely
+    from rasterio.enums import Resampling
+    from rasterio.features import shapes
+    from rasterio.warp import reproject
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    stages, t = {}, time.perf_counter()
+    out = Path(out)
+    out.mkdir()
+    a, profile = _read_all(before)
+    with rasterio.open(after) as src:
+        if src.transform == profile["transform"] and src.shape == a.shape[1:]:
+            b = src.read().astype(np.float32)
+        else:  # gdalwarp -multi onto date 1's grid
+            b = np.zeros_like(a)
+            reproject(src.read().astype(np.float32), b, src_transform=src.transform, src_crs=src.crs,
+                      dst_transform=profile["transform"], dst_crs=profile["crs"], resampling=Resampling.bilinear,
+                      num_threads=os.cpu_count())
+    stages["read_warp"], t = time.perf_counter() - t, time.perf_counter()
+    if method == "cva":
+        scale = np.median(np.abs(a - np.median(a.reshape(4, -1)[:, ::97], axis=1)[:, None, None]).reshape(4, -1)[:, ::97], axis=1) * 1.4826
+        b0, b1, b2, b3 = (b[i] for i in range(4))
+        a0, a1, a2, a3 = (a[i] for i in range(4))
+        s0, s1, s2, s3 = (float(v) for v in scale)
+        score = ne.evaluate("sqrt(((b0-a0)/s0)**2 + ((b1-a1)/s1)**2 + ((b2-a2)/s2)**2 + ((b3-a3)/s3)**2)")
+    else:  # the IR-MAD statistic with deltacd's fitted transform is not a plain tool: standardised differences
+        d = (b - a).reshape(4, -1)
+        d = (d - d.mean(axis=1, keepdims=True)) / d.std(axis=1, keepdims=True)
+        score = (d ** 2).sum(axis=0).reshape(a.shape[1:]).astype(np.float32)
+    del a, b
+    threshold = float(threshold_otsu(score[::4, ::4]))
+    stages["method"], t = time.perf_counter() - t, time.perf_counter()
+    mask = score > threshold
+    labels, n = ndimage.label(mask)
+    counts = np.bincount(labels.ravel())
+    keep = counts * 0.25 >= 12.0
+    keep[0] = False
+    mask = keep[labels]
+    stages["mmu"], t = time.perf_counter() - t, time.perf_counter()
+    polygons = [shapely.geometry.shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, connectivity=4,
+                                                            transform=profile["transform"])]
+    gpd.GeoDataFrame(geometry=polygons, crs=profile["crs"]).to_file(out / "changes.gpkg", layer="changes")
+    stages["polygons"], t = time.perf_counter() - t, time.perf_counter()
+    for name, array, dtype in (("change_score", score, "float32"), ("change_mask", mask.astype(np.uint8), "uint8")):
+        tmp = out / f"{name}.tmp.tif"
+        with rasterio.open(tmp, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1, dtype=dtype,
+                           crs=profile["crs"], transform=profile["transform"], tiled=True, bigtiff="if_safer") as dst:
+            dst.write(array, 1)
+        rasterio.shutil.copy(tmp, out / f"{name}.tif", driver="COG", compress="DEFLATE", num_threads="ALL_CPUS")
+        tmp.unlink()
+    stages["cog"], t = time.perf_counter() - t, time.perf_counter()
+    with rasterio.open(after) as src:
+        factor = max(1, max(src.width, src.height) // 900)
+        small = src.read([3, 2, 1], out_shape=(3, src.height // factor, src.width // factor), resampling=Resampling.average)
+    image = np.moveaxis(np.clip(small / np.percentile(small, 98), 0, 1), 0, -1)
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(image)
+    ax.imshow(np.ma.masked_where(~mask[::factor, ::factor], mask[::factor, ::factor]), cmap="autumn", alpha=0.6)
+    fig.savefig(out / "quicklook.png", dpi=100)
+    plt.close(fig)
+    stages["quicklook"] = time.perf_counter() - t
+    return stages, len(polygons)
+
+
+def floor(before: str, after: str, out: str) -> tuple[dict, int]:
+    """Read both inputs once, one numpy CVA pass, write the score uncompressed."""
+    t = time.perf_counter()
+    a, profile = _read_all(before)
+    b, _ = _read_all(after)
+    stages = {"read": time.perf_counter() - t}
+    t = time.perf_counter()
+    d = b - a
+    del a, b
+    score = np.sqrt(np.einsum("chw,chw->hw", d, d))
+    stages["method"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Path(out).mkdir()
+    with rasterio.open(Path(out) / "score.tif", "w", driver="GTiff", width=score.shape[1], height=score.shape[0], count=1,
+                       dtype="float32", crs=profile["crs"], transform=profile["transform"], bigtiff="if_safer") as dst:
+        dst.write(score.astype(np.float32), 1)
+    stages["write"] = time.perf_counter() - t
+    return stages, 0
+
+
+def make_pair(folder: Path, size: int, layout: str, tiles: tuple[np.ndarray, np.ndarray]) -> tuple[Path, Path]:
+    before, after = folder / f"{size}_before.tif", folder / f"{size}_{layout}_after.tif"
+    if not before.exists():
+        write_mosaic(before, tiles[0], size)
+    if not after.exists():
+        write_mosaic(after, tiles[1], size)
+        if layout == "misaligned":
+            with rasterio.open(after, "r+") as dst:
+                t = dst.transform
+                dst.transform = Affine(t.a, 0, t.c + 0.37 * t.a, 0, t.e, t.f + 0.61 * t.e)
+    return before, after
+
+
+def run(kind: str, before: Path, after: Path, out: Path, method: str, before_src: Path | None) -> dict:
+    env = dict(os.environ, BENCH_DIR=str(ROOT / "benchmarks"), GDAL_CACHEMAX=os.environ.get("GDAL_CACHEMAX", "512"))
+    if kind == "deltacd (before)":
+        env["PYTHONPATH"] = str(before_src)
+    done = subprocess.run([sys.executable, "-c", CHILD, kind, str(before), str(after), str(out), method],
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000])
+    parser.add_argument("--layouts", nargs="+", default=["aligned", "misaligned"])
+    parser.add_argument("--methods", nargs="+", default=["cva", "irmad"])
+    parser.add_argument("--pipelines", nargs="+", default=["deltacd (before)", "deltacd", "plain", "floor"])
+    parser.add_argument("--before", help="git commit of the 'before' row (default: none, the row is left out)")
+    parser.add_argument("--work", type=Path, help="folder for the scenes (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput")
+    args = parser.parse_args()
+    pipelines = [p for p in args.pipelines if p != "deltacd (before)" or args.before]
+    work = args.work or Path(tempfile.mkdtemp(prefix="deltacd-throughput-"))
+    work.mkdir(parents=True, exist_ok=True)
+    before_src = None
+    if args.before:
+        tree = work / "before"
+        if not tree.exists():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", str(tree), args.before], check=True, capture_output=True)
+        before_src = tree / "src"
+    tiles = source_tiles()
+    rows = []
+    load = os.getloadavg()[0]
+    for size in args.sizes:
+        for layout in args.layouts:
+            before, after = make_pair(work, size, layout, tiles)
+            for method in args.methods:
+                for kind in pipelines:
+                    if kind == "floor" and (method != "cva" or layout != "aligned"):
+                        continue
+                    out = work / f"out_{size}_{layout}_{method}_{kind.replace(' ', '_').replace('(', '').replace(')', '')}"
+                    subprocess.run(["rm", "-rf", str(out)], check=True)
+                    result = run(kind, before, after, out, method, before_src)
+                    rows.append({"size": size, "layout": layout, "method": method, "pipeline": kind, **result})
+                    print(f"{size:6d} {layout:10s} {method:6s} {kind:18s} wall {result['wall']:7.1f} s  cpu {result['cpu']:7.1f} s  "
+                          f"peak {result['peak_mib']:6.0f} MiB  read {result['read_mb']:7.0f} MB  polygons {result['polygons']}",
+                          flush=True)
+                    subprocess.run(["rm", "-rf", str(out)], check=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps({"rows": rows, "load_at_start": load, "machine": platform.platform(),
+                                                          "cpus": os.cpu_count()}, indent=1))
+    lines = [f"Throughput ({platform.platform()}, {os.cpu_count()} CPUs, load {load:.1f} at start; GDAL_CACHEMAX 512 MB)", "",
+             "| size | layout | method | pipeline | wall s | x plain | x floor | CPU s | peak MiB | read MB | polygons |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        plain = next((x["wall"] for x in rows if (x["size"], x["layout"], x["method"], x["pipeline"]) ==
+                      (r["size"], r["layout"], r["method"], "plain")), None)
+        base = next((x["wall"] for x in rows if (x["size"], x["pipeline"]) == (r["size"], "floor")), None)
+        lines.append(f"| {r['size']} | {r['layout']} | {r['method']} | {r['pipeline']} | {r['wall']:.1f} | "
+                     f"{r['wall'] / plain:.2f} | " if plain else f"| {r['size']} | {r['layout']} | {r['method']} | {r['pipeline']} | {r['wall']:.1f} | - | ")
+        lines[-1] += (f"{r['wall'] / base:.1f} | " if base else "- | ") + \
+            f"{r['cpu']:.1f} | {r['peak_mib']:.0f} | {r['read_mb']:.0f} | {r['polygons']} |"
+    lines += ["", "Per-stage seconds:", ""]
+    for r in rows:
+        lines.append(f"- {r['size']} {r['layout']} {r['method']} {r['pipeline']}: "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items() if isinstance(v, (int, float))))
+    text = "\n".join(lines)
+    (args.out / "throughput.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
