@@ -43,9 +43,9 @@ from deltacd.damage import damage
 from deltacd.damage.grades import GRADE_LABELS, GRADES
 from deltacd.damage.train import train_damage
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
-from deltacd.postprocess.zonal import FeatureLabels
-from deltacd.io.grid import Grid
 from deltacd.evaluate.xview2 import XView2Accumulator, tile_counts
+from deltacd.io.grid import Grid
+from deltacd.postprocess.zonal import FeatureLabels
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EVENTS = {

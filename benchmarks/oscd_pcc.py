@@ -48,10 +48,9 @@ import deltacd
 from deltacd.evaluate.compare import compare
 from deltacd.evaluate.metrics import ConfusionMatrix
 from deltacd.report.figures import agreement_figure
-from deltacd.study.examples import (
-    RULE_CLASSES, VEGETATION_NDVI, WATER_MAX_BRIGHTNESS, WATER_NDWI, band_file, write_raster as write,
-)
+from deltacd.study.examples import RULE_CLASSES, VEGETATION_NDVI, WATER_MAX_BRIGHTNESS, WATER_NDWI, band_file
 from deltacd.study.examples import rule_land_cover as land_cover
+from deltacd.study.examples import write_raster as write
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "oscd_changedetectionrepository"

@@ -14,6 +14,8 @@ peak resident memory, CPU time and bytes read (``/proc/self/io`` rchar) are its 
   rasterio.features.shapes on the whole mask (as ``gdal_polygonize``), COGs with GDAL's COG
   driver (as ``gdal_translate -of COG``), a decimated matplotlib quicklook. No co-registration,
   no harmonisation: less work than deltacd does;
+* ``deltacd blocks`` / ``deltacd dask 1`` / ``deltacd dask 2``: this checkout in 4 096 px blocks,
+  in one process or on a local Dask cluster of 1 or 2 worker processes (aligned layout only);
 * ``floor``: reading both inputs once (from the page cache), one numpy CVA pass, writing the
   score uncompressed: what no pipeline can beat.
 
@@ -29,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,9 @@ started = time.perf_counter()
 stages = {}
 if kind.startswith("deltacd"):
     import deltacd
-    result = deltacd.detect(before, after, out, method=method)
+    scale = {"deltacd blocks": {"block_size": 4096}, "deltacd dask 1": {"workers": 1, "block_size": 4096},
+             "deltacd dask 2": {"workers": 2, "block_size": 4096}}.get(kind, {})
+    result = deltacd.detect(before, after, out, method=method, **scale)
     stages = result.record["timings_s"]
     polygons = result.record["results"]["polygons"]
 elif kind == "plain":
@@ -64,8 +67,10 @@ else:
     stages, polygons = floor(before, after, out)
 wall = time.perf_counter() - started
 usage = resource.getrusage(resource.RUSAGE_SELF)
+workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # Dask's worker processes, once they have ended
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
-print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime + workers.ru_utime + workers.ru_stime,
+                  "peak_mib": max(usage.ru_maxrss, workers.ru_maxrss) / 1024,
                   "read_mb": int(io["rchar"]) / 1e6, "stages": stages, "polygons": polygons}))
 '''
 
@@ -169,6 +174,71 @@ def floor(before: str, after: str, out: str) -> tuple[dict, int]:
     return stages, 0
 
 
+LEVIR = ROOT.parent / "shared" / "data" / "levircd_bitcd"
+TINYCD = ROOT.parent / "shared" / "data" / "checkpoints_tinycd" / "levir_best.pth"
+
+
+def learned_pair(folder: Path, size: int) -> tuple[Path, Path]:
+    """A size x size RGB uint8 pair at 0.5 m: a real LEVIR-CD test crop (256 px) mirror-tiled."""
+    from PIL import Image
+
+    paths = []
+    for side in ("A", "B"):
+        with Image.open(LEVIR / side / "test_2_0000_0000.png") as im:
+            tile = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+        reps = np.arange(size) % (2 * tile.shape[1])
+        reps = np.where(reps < tile.shape[1], reps, 2 * tile.shape[1] - 1 - reps)
+        path = folder / f"levir_{size}_{side}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:2154",
+                           transform=Affine(0.5, 0, 574000.0, 0, -0.5, 6290000.0), tiled=True) as dst:
+            dst.write(tile[:, reps][:, :, reps])
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def learned_rows(work: Path, size: int) -> list[dict]:
+    """TinyCD through ``deltacd.detect`` against the bare network on the same tiles, per runtime.
+
+    The bare network is ``LearnedModel.predict`` (normalisation, forward pass, sigmoid) on the
+    engine's own tiles (same layout, overlap and batches) cut from arrays already in memory:
+    everything else in the pipeline time (reading, co-registration, blending, threshold,
+    polygons, COGs, quicklook, ONNX export) is the pipeline's overhead.
+    """
+    import deltacd
+    from deltacd.engine.runner import plan_tiles
+    from deltacd.methods.learned import LearnedModel
+
+    before, after = learned_pair(work, size)
+    a, _ = _read_all(str(before))
+    b, _ = _read_all(str(after))
+    rows = []
+    for runtime in ("onnx", "torch"):
+        model = LearnedModel.from_file(f"tinycd:{TINYCD}", device="cpu", runtime=runtime)
+        out = work / f"learned_{runtime}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        t = time.perf_counter()
+        result = deltacd.detect(before, after, out, method_instance=model)
+        pipeline = time.perf_counter() - t
+        layout = plan_tiles(a.shape[1:], model)
+        tiles = [(r, c) for r in layout.rows for c in layout.cols]
+        model.select_bands(("R", "G", "B"))
+        batch = 4
+        model.predict(a[None, :, :64, :64], b[None, :, :64, :64])  # warm-up
+        t = time.perf_counter()
+        for i in range(0, len(tiles), batch):
+            group = tiles[i:i + batch]
+            cut = [(slice(None), slice(r, r + layout.height), slice(c, c + layout.width)) for r, c in group]
+            model.predict(np.stack([a[k] for k in cut]), np.stack([b[k] for k in cut]))
+        bare = time.perf_counter() - t
+        rows.append({"runtime": result.record["method"].get("runtime", runtime), "size": size, "tiles": len(tiles),
+                     "tile": layout.height, "overlap": layout.overlap, "pipeline_s": pipeline, "bare_s": bare,
+                     "stages": result.record["timings_s"]})
+        print(f"TinyCD {size} px {rows[-1]['runtime']:12s} pipeline {pipeline:6.1f} s  bare network {bare:6.1f} s  "
+              f"ratio {pipeline / bare:.2f}  ({len(tiles)} tiles of {layout.height} px, overlap {layout.overlap})", flush=True)
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    return rows
+
+
 def make_pair(folder: Path, size: int, layout: str, tiles: tuple[np.ndarray, np.ndarray]) -> tuple[Path, Path]:
     before, after = folder / f"{size}_before.tif", folder / f"{size}_{layout}_after.tif"
     if not before.exists():
@@ -198,7 +268,11 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000])
     parser.add_argument("--layouts", nargs="+", default=["aligned", "misaligned"])
     parser.add_argument("--methods", nargs="+", default=["cva", "irmad"])
-    parser.add_argument("--pipelines", nargs="+", default=["deltacd (before)", "deltacd", "plain", "floor"])
+    parser.add_argument("--pipelines", nargs="+", default=["deltacd (before)", "deltacd", "plain", "floor"],
+                        help="among: 'deltacd (before)', deltacd, plain, floor, 'deltacd blocks' (4096 px blocks, one "
+                             "process), 'deltacd dask 1', 'deltacd dask 2' (local Dask cluster of 1 or 2 workers)")
+    parser.add_argument("--learned", type=int, default=0, metavar="PX",
+                        help="also time TinyCD through detect against the bare network on a PX x PX pair (0: skip)")
     parser.add_argument("--before", help="git commit of the 'before' row (default: none, the row is left out)")
     parser.add_argument("--work", type=Path, help="folder for the scenes (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput")
@@ -222,6 +296,8 @@ def main() -> int:
                 for kind in pipelines:
                     if kind == "floor" and (method != "cva" or layout != "aligned"):
                         continue
+                    if kind in ("deltacd blocks", "deltacd dask 1", "deltacd dask 2") and layout != "aligned":
+                        continue  # the scale-out rows: one layout is enough to show the overhead
                     out = work / f"out_{size}_{layout}_{method}_{kind.replace(' ', '_').replace('(', '').replace(')', '')}"
                     subprocess.run(["rm", "-rf", str(out)], check=True)
                     result = run(kind, before, after, out, method, before_src)
@@ -230,9 +306,10 @@ def main() -> int:
                           f"peak {result['peak_mib']:6.0f} MiB  read {result['read_mb']:7.0f} MB  polygons {result['polygons']}",
                           flush=True)
                     subprocess.run(["rm", "-rf", str(out)], check=True)
+    learned = learned_rows(work, args.learned) if args.learned else []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps({"rows": rows, "load_at_start": load, "machine": platform.platform(),
-                                                          "cpus": os.cpu_count()}, indent=1))
+    (args.out / "throughput.json").write_text(json.dumps({"rows": rows, "learned": learned, "load_at_start": load,
+                                                          "machine": platform.platform(), "cpus": os.cpu_count()}, indent=1))
     lines = [f"Throughput ({platform.platform()}, {os.cpu_count()} CPUs, load {load:.1f} at start; GDAL_CACHEMAX 512 MB)", "",
              "| size | layout | method | pipeline | wall s | x plain | x floor | CPU s | peak MiB | read MB | polygons |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -248,6 +325,13 @@ def main() -> int:
     for r in rows:
         lines.append(f"- {r['size']} {r['layout']} {r['method']} {r['pipeline']}: "
                      + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items() if isinstance(v, (int, float))))
+    if learned:
+        lines += ["", "TinyCD (authors' LEVIR-CD weights), CPU: deltacd detect vs the bare network on the same tiles", "",
+                  "| pair px | runtime | tiles | pipeline s | bare network s | pipeline / bare |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['runtime']} | {r['tiles']} x {r['tile']} px | {r['pipeline_s']:.1f} | {r['bare_s']:.1f} | "
+                  f"{r['pipeline_s'] / r['bare_s']:.2f} |" for r in learned]
+        lines += [f"- TinyCD {r['runtime']} stages: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items()
+                                                              if isinstance(v, (int, float))) for r in learned]
     text = "\n".join(lines)
     (args.out / "throughput.md").write_text(text + "\n")
     print(text)

@@ -15,8 +15,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import platform
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path

@@ -12,14 +12,12 @@ from safetensors.torch import load_file
 from deltacd.config import build_options
 from deltacd.errors import InputError
 from deltacd.methods.learned import LearnedModel
-from deltacd.models.checkpoint import ModelSpec, load_checkpoint, read_spec, save_checkpoint
+from deltacd.models.checkpoint import ModelSpec, load_checkpoint, offline_kwargs, read_spec, save_checkpoint
 from deltacd.models.encoders import build_encoder
 from deltacd.models.registry import build_model
 from deltacd.train import ChangeDetectionTask, TrainConfig, train
-from deltacd.models.checkpoint import offline_kwargs
 from deltacd.train.adaptation import encoder_stages, merge_lora
 from deltacd.train.config import resolve_adaptation
-
 from test_train import BANDS, SIDE, make_dataset
 
 # emitted inside Lightning with this torch version; train() itself filters it

@@ -18,10 +18,9 @@ import shapely
 from affine import Affine
 
 import deltacd
+from conftest import textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.io.outputs import MARKER
-
-from conftest import textured_scene, write_geotiff
 
 
 @pytest.fixture(scope="module")

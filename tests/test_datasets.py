@@ -19,7 +19,13 @@ from rasterio.features import shapes
 
 from conftest import LAMBERT93, textured_scene, write_geotiff
 from deltacd.datasets import (
-    AugmentConfig, ChangeChipDataset, DatasetConfig, PairAugmentation, chip_offsets, load_manifest, prepare_dataset,
+    AugmentConfig,
+    ChangeChipDataset,
+    DatasetConfig,
+    PairAugmentation,
+    chip_offsets,
+    load_manifest,
+    prepare_dataset,
     read_chips,
 )
 from deltacd.errors import InputError, MissingInputError, OutputError

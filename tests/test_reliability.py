@@ -18,11 +18,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 import deltacd
+from conftest import textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError
-
-from conftest import textured_scene, write_geotiff
-
 
 # --- the output grid does not depend on the order of the dates ---------------------------------
 

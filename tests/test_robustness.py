@@ -26,10 +26,10 @@ from deltacd.evaluate.robustness import (
     robustness,
 )
 from deltacd.io.grid import Grid
+from deltacd.io.outputs import MARKER
 from deltacd.io.rasters import open_image
 from deltacd.prepare.align import align_pair
 from deltacd.prepare.coregistration import estimate_shift
-from deltacd.io.outputs import MARKER
 
 CHANGE = (40, 50, 30, 30)  # row, col, height, width of the changed box
 

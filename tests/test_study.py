@@ -15,6 +15,7 @@ import pytest
 import shapely
 from affine import Affine
 
+from conftest import write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError, MissingInputError
 from deltacd.evaluate.reference import open_labels
@@ -23,8 +24,6 @@ from deltacd.report.html import SECTIONS
 from deltacd.study.examples import prepare_examples
 from deltacd.study.fromto import Classes, attribute_transitions
 from deltacd.study.run import run_study
-
-from conftest import write_geotiff
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

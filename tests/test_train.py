@@ -15,6 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import textured_scene, write_geotiff
 from deltacd.config import build_options
 from deltacd.datasets.torch_dataset import ChangeChipDataset
 from deltacd.errors import InputError, MissingInputError, OutputError
@@ -25,8 +26,6 @@ from deltacd.train import ChangeDetectionTask, TrainConfig, load_train_config, t
 from deltacd.train.datamodule import ChangeDataModule, subset_indices
 from deltacd.train.losses import build_loss, pos_weight_from_balance
 from deltacd.train.module import warmup_cosine_schedule
-
-from conftest import textured_scene, write_geotiff
 
 # emitted inside Lightning with this torch version; train() itself filters it
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec.*")]
@@ -460,3 +459,39 @@ def _manifest_norm(dataset: Path) -> dict:
     manifest = json.loads((dataset / "manifest.json").read_text())
     norm = manifest["normalisation"]
     return {"mean": [norm["mean"][b] for b in BANDS], "std": [norm["std"][b] for b in BANDS]}
+
+
+# --- DDP on two CPU processes (gloo) -------------------------------------------------------
+
+
+def test_ddp_on_two_cpu_processes_sums_validation_over_both(dataset, tmp_path) -> None:
+    """`devices: 2` on CPUs is DDP with gloo: one published run, reported once, and a validation
+    threshold and F1 of the whole validation split (each process sees one of its two chips)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(_config(dataset, out, accelerator="cpu", devices=2, num_threads=1)))
+    # the CLI, not train(): Lightning's DDP launcher re-runs the command line in the second process
+    done = subprocess.run([sys.executable, "-m", "deltacd", "train", str(config), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("model in ") == 1 and "FCSiamDiff;" in done.stdout.replace(")", ";")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "ddp.yaml"]  # no staging left
+    record = json.loads((out / "train_record.json").read_text())
+    assert record["training"]["device"] == "cpu x2" and record["config"]["devices"] == 2
+
+    model, spec = load_checkpoint(out / "model.safetensors")
+    mean = torch.tensor(spec.mean)[:, None, None]
+    std = torch.tensor(spec.std)[:, None, None]
+    hist = ScoreHistogram(ignore_value=255)
+    val = ChangeChipDataset(dataset, "val")
+    assert len(val) == 2
+    with torch.no_grad():
+        for chip in val:
+            prob = torch.sigmoid(model(((chip["before"] - mean) / std)[None], ((chip["after"] - mean) / std)[None]))
+            hist.update(prob[0, 0].numpy(), chip["label"].numpy())
+    threshold, f1 = ChangeDetectionTask.best_threshold(hist)
+    assert spec.threshold == pytest.approx(threshold, abs=1e-3)
+    assert spec.training["best_val_f1"] == pytest.approx(f1, abs=1e-3)

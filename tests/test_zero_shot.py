@@ -11,13 +11,12 @@ import torch
 from PIL import Image
 
 import deltacd
+from conftest import textured_scene, write_geotiff
 from deltacd.errors import InputError
 from deltacd.io.levir import PIXEL_DEG, georeference_levir_crop
 from deltacd.methods import METHODS, get_method
 from deltacd.methods.zero_shot import IMAGENET_PIXEL_STATS, FeatureDistance
 from deltacd.prepare.sampling import PixelSample
-
-from conftest import textured_scene, write_geotiff
 
 BGRN = ("B", "G", "R", "N")
 

@@ -1,17 +1,18 @@
 """deltacd: change detection between two very-high-resolution images.
 
 The entry points are :func:`detect` (its options are the fields of :class:`DetectOptions`),
-:func:`damage` (one grade per building) and :func:`run_study` (a whole study from one file).
+:func:`detect_batch` (many pairs), :func:`damage` (one grade per building) and :func:`run_study`
+(a whole study from one file).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from deltacd.batch import detect_batch  # noqa: E402
 from deltacd.config import DetectOptions  # noqa: E402
 from deltacd.errors import DeltacdError, InputError, MissingInputError, OfflineError, OutputError  # noqa: E402
 from deltacd.pipeline import DetectResult, detect  # noqa: E402
-
 
 
 def damage(*args, **kwargs):
@@ -30,5 +31,5 @@ def run_study(*args, **kwargs):
 
 __all__ = [
     "DeltacdError", "DetectOptions", "DetectResult", "InputError", "MissingInputError", "OfflineError",
-    "OutputError", "__version__", "damage", "detect", "run_study",
+    "OutputError", "__version__", "damage", "detect", "detect_batch", "run_study",
 ]

@@ -120,6 +120,7 @@ def _detect_options(args: argparse.Namespace) -> dict:
         "min_area_m2": args.min_area, "morphology_radius_px": args.morphology, "tile_size": args.tile_size,
         "overlap": args.overlap, "batch_size": args.batch_size, "seed": args.seed,
         "nodata_before": args.nodata_before, "nodata_after": args.nodata_after, "model_resolution": args.model_resolution,
+        "workers": args.workers, "scheduler": args.scheduler, "block_size": args.block_size,
     }
     options.update({k: v for k, v in flags.items() if v is not None})
     if args.option:
@@ -181,11 +182,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
     bars = _Bars(not args.quiet and sys.stderr.isatty())
     try:
         result = detect(
-            _image_argument(args.before), _image_argument(args.after), args.out, overwrite=args.overwrite, progress=bars, **_detect_options(args),
+            _image_argument(args.before), _image_argument(args.after), args.out, overwrite=args.overwrite, progress=bars,
+            resume=args.resume, **_detect_options(args),
         )
     finally:
         bars.close()
     _print_result(result)
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from deltacd.batch import detect_batch
+
+    options = _detect_options(args)
+    workers, scheduler = options.pop("workers", None), options.pop("scheduler", None)
+    bars = _Bars(not args.quiet and sys.stderr.isatty())
+    try:
+        record = detect_batch(args.pairs, args.out, workers=workers, scheduler=scheduler, overwrite=args.overwrite,
+                              resume=args.resume, progress=lambda d, t: bars("pairs", d, t), **options)
+    finally:
+        bars.close()
+    for line in record["pairs"]:
+        detail = line.get("error") or (f"{line['polygons']} change polygons" if "polygons" in line else "")
+        print(f"{line['name']}: {line['status']} ({line['seconds']:.1f} s){': ' + detail if detail else ''}")
+    print(f"batch record: {Path(args.out) / 'batch.json'}")
+    if record["failed"]:
+        raise InputError(f"{record['failed']} of {len(record['pairs'])} pairs failed (above); fix them and rerun with --resume")
     return 0
 
 
@@ -225,11 +247,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"model in {damage.checkpoint} ({values['task']}); best validation score {damage.best_val:.3f}; "
               f"{damage.steps} steps in {damage.minutes:.1f} min")
         return 0
-    from deltacd.train import train
+    from deltacd.train.fit import is_main_process, train
 
     result = train(args.config, overwrite=args.overwrite, progress=not args.quiet)
+    if not is_main_process():
+        return 0  # a DDP child process: rank 0 reports
     test = result.test_scores or {}
-    print(f"model in {result.checkpoint} ({result.model}); best validation F1 {result.best_val_f1:.3f} at threshold "
+    print(f"model in {result.checkpoint} ({type(result.model).__name__}); best validation F1 {result.best_val_f1:.3f} at threshold "
           f"{result.threshold:.3f}; {result.epochs} epochs in {result.minutes:.1f} min")
     if test:
         print("test: " + ", ".join(f"{k} {v:.3f}" for k, v in test.items() if isinstance(v, float)))
@@ -299,7 +323,7 @@ def _floats(value: str | None, flag: str) -> list[float] | None:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from deltacd.evaluate.robustness import LabelledPair, resolve_method, format_table, robustness_study
+    from deltacd.evaluate.robustness import LabelledPair, format_table, resolve_method, robustness_study
 
     methods = [resolve_method(item.strip()) for item in args.methods.split(",") if item.strip()]
     options = _load_config(args.config)
@@ -455,6 +479,11 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overlap", type=int, help="tile overlap in px (default: from the method)")
     g.add_argument("--batch-size", type=int, help="tiles per batch (default 4)")
     g.add_argument("--seed", type=int, help="seed of the sampling (default 0)")
+    g = p.add_argument_group("scale-out and resume (the scene in blocks, each a task; same outputs)")
+    g.add_argument("--workers", type=int, help="run the blocks on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="run the blocks on a running Dask cluster (tcp://HOST:8786); "
+                   "inputs and output folder on storage every worker sees")
+    g.add_argument("--block-size", type=int, help="block side in px (default 4096)")
     p.add_argument("--config", help="YAML file of detect settings (keys as in deltacd.DetectOptions); flags override it")
 
 
@@ -484,8 +513,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("after", metavar="AFTER", help="image of date 2 (same forms)")
     p.add_argument("-o", "--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new run has succeeded")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed or interrupted run on OUT: reuse the blocks it completed (same inputs and settings)")
     _add_detect_options(p)
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("batch", parents=[common], help="detect on many pairs with the same settings", description=(
+        "Run detect on every pair of PAIRS (a CSV with columns name,before,after; paths relative to it) into OUT/NAME/, "
+        "and record each pair's outcome in OUT/batch.json. --workers N / --scheduler ADDRESS send whole pairs to a Dask "
+        "cluster; a failed pair does not stop the others."))
+    p.add_argument("pairs", metavar="PAIRS", help="CSV file: name,before,after")
+    p.add_argument("-o", "--out", required=True, help="batch folder (new, empty, or an earlier batch's)")
+    p.add_argument("--overwrite", action="store_true", help="replace the pairs' existing output folders")
+    p.add_argument("--resume", action="store_true", help="skip complete pairs and continue interrupted ones")
+    _add_detect_options(p)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("demo", parents=[common], help="run detect on the bundled Pléiades example", description=(
         "Orthorectify, co-register and compare the bundled Pléiades PAN pair (RPC, uint16) with CVA."))
@@ -713,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        print(f"deltacd: {how}; the outputs of this run were removed", file=sys.stderr)
+        kept = getattr(exc, "__notes__", None)
+        print(f"deltacd: {how}; " + (kept[0] if kept else "the outputs of this run were removed"), file=sys.stderr)
         return 128 + int(signum)
     except Exception as exc:
         line = _error_line(exc)

@@ -11,8 +11,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, FiniteFloat, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from pydantic import ValidationError
+from pydantic import (
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
 from pydantic.dataclasses import dataclass
 
 from deltacd.errors import InputError
@@ -85,6 +93,13 @@ class DetectOptions:
         Pixels drawn over the scene for statistics and fitting.
     seed
         Seed of every random choice (sampling), for repeatable runs.
+    block_size, workers, scheduler
+        Run the scene in blocks of ``block_size`` px (default 4 096 when ``workers`` or
+        ``scheduler`` is given or the run resumes; :mod:`deltacd.engine.blocks`), each block a task
+        on a Dask cluster: ``workers`` N local worker processes, or ``scheduler`` the address of a
+        running one (``tcp://HOST:8786``). The outputs are the same as a run in one process.
+    threads
+        Threads reading and scoring tiles (default: one per core).
     """
 
     method: str = "cva"
@@ -115,6 +130,13 @@ class DetectOptions:
     nodata_before: float | None = None
     nodata_after: float | None = None
     model_resolution: PositiveFloat | Literal["auto", "grid"] = "auto"
+    block_size: Annotated[int, Field(ge=256)] | None = None
+    workers: PositiveInt | None = None
+    scheduler: str | None = None
+    threads: PositiveInt | None = None
+
+    #: Settings that decide how a run is spread over cores and processes, never what it computes.
+    execution: ClassVar[tuple[str, ...]] = ("workers", "scheduler", "threads")
 
     #: Keys accepted in YAML files and keyword arguments under the name of their command-line flag.
     aliases: ClassVar[dict[str, str]] = {"min_area": "min_area_m2", "morphology": "morphology_radius_px"}

@@ -25,19 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
+from deltacd.engine.blocks import DEFAULT_BLOCK_SIZE, SceneTask, dask_client, predict_in_blocks
 from deltacd.engine.regrid import FAR_RESOLUTION, SAME_RESOLUTION, grid_at_resolution, read_on_grid, write_strips
 from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.qgis import MASK_STYLE, UNCERTAINTY_STYLE, outline_qml, score_ramp, write_styles
-from deltacd.io.rasters import DateImage, open_image
-from deltacd.io.records import environment, write_json
+from deltacd.io.rasters import DateImage, gdal_env, open_image
+from deltacd.io.records import environment, fingerprint, write_json
 from deltacd.io.runlog import RunLog
 from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
@@ -64,6 +64,8 @@ POLYGONS = "changes.gpkg"
 QUICKLOOK = "quicklook.png"
 RUN_RECORD = "run.json"
 MASK_NODATA = 255
+#: Subfolder of the staging folder holding the pieces of a run made in blocks (kept for --resume).
+BLOCKS = "_blocks"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,17 @@ class PreparedPair:
     @property
     def coregistration(self) -> CoregistrationReport | None:
         return None if self.measured is None else self.measured.result()
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """A score made block by block (:mod:`deltacd.engine.blocks`): where the pieces go and what they come from."""
+
+    folder: Path
+    plan: dict[str, Any]  # inputs, settings and fitted method: pieces of another plan are not reused
+    size: int = DEFAULT_BLOCK_SIZE
+    client: Any = None  # a dask.distributed client, or None to run the blocks in this process
+    threads: int | None = None  # engine threads inside a block
 
 
 class _Timings(dict):
@@ -195,18 +208,6 @@ def check_settings(method: ChangeMethod, options: DetectOptions, first: DateImag
                       bands=max(len(first.names), len(second.names)))
 
 
-#: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
-#: read, so memory would grow with the scene up to that cap; 512 MB keeps the peak flat (under
-#: 1 GB, benchmarks/scale.py) while the score and mask still fit in the cache on 10 000 px
-#: scenes (smaller caches slow the mask and COG stages). A GDAL_CACHEMAX set in the environment wins.
-GDAL_CACHE_MB = 512
-
-
-def gdal_env():
-    """GDAL settings of a run: the block cache capped at :data:`GDAL_CACHE_MB` unless the user set one."""
-    return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-
-
 def detect(
     before: str | Path | list,
     after: str | Path | list,
@@ -215,6 +216,7 @@ def detect(
     overwrite: bool = False,
     progress: StageProgress | None = None,
     method_instance: ChangeMethod | None = None,
+    resume: bool = False,
     **options: Any,
 ) -> DetectResult:
     """Detect changes between two images and write the outputs to ``out_dir``.
@@ -234,6 +236,10 @@ def detect(
         Called as ``progress(stage, done, total)`` during the long stages.
     method_instance
         A ready :class:`ChangeMethod` (e.g. a loaded model) instead of ``method=`` by name.
+    resume
+        Continue a run on ``out_dir`` that was killed or interrupted: the blocks it completed
+        are reused when its inputs and settings were the same (the run is made in blocks,
+        ``block_size``). The outputs are those of an uninterrupted run.
     **options
         Fields of :class:`~deltacd.config.DetectOptions` (``method="irmad"``, ``harmonise="none"``, ...).
 
@@ -257,7 +263,9 @@ def detect(
     with timings.stage("open"):
         first, second = open_pair(before, after, opts)
     check_settings(method, opts, first, second)
-    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs) as staging, \
+    in_blocks = bool(resume or opts.block_size or opts.workers or opts.scheduler)
+    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs,
+                                   resumable=(BLOCKS,) if in_blocks else (), resume=resume) as staging, \
             RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltacd-output") as background:
         workdir = staging / "_work"
         workdir.mkdir()
@@ -276,8 +284,12 @@ def detect(
                     (RasterWriter(staging / UNCERTAINTY, grid, dtype="float32", nodata=float("nan"),
                                   description="predictive entropy of the change probability over test-time augmentation (bits)")
                      if channels == 2 else nullcontext()) as uncertainty:
-                with timings.stage("predict"):
-                    for window, values in score_strips(pair, method, opts, run_res, workdir, progress, engine):
+                blocks = block_settings(opts, staging, inputs, method, prepared) if in_blocks else None
+                with timings.stage("predict"), (dask_client(opts.scheduler, opts.workers) if opts.scheduler or opts.workers
+                                                else nullcontext()) as client:
+                    if blocks is not None:
+                        blocks = replace(blocks, client=client)
+                    for window, values in score_strips(pair, method, opts, run_res, workdir, progress, engine, blocks):
                         if channels == 2:
                             values, spread = values
                             uncertainty.write(window, spread)
@@ -309,11 +321,14 @@ def detect(
                 write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
             warn_if_mostly_changed(changed_pixels, valid_pixels, rule)
             shutil.rmtree(workdir)
+            if blocks is not None:
+                shutil.rmtree(blocks.folder)
             timings["total"] = round(time.perf_counter() - started, 3)
             timings["method_inside_predict"] = round(engine.method_s, 3)
             timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
             record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings,
                                  hist, resolution, run_log.warnings)
+            record["blocks"] = engine.blocks
             write_json(staging / RUN_RECORD, record)
     return DetectResult(Path(out_dir), record)
 
@@ -344,14 +359,38 @@ def network_resolution(method: ChangeMethod, options: DetectOptions, grid: Grid)
     return run, record
 
 
+def block_settings(options: DetectOptions, staging: Path, inputs: list[Path], method: ChangeMethod,
+                   prepared: PreparedPair) -> Blocks:
+    """Where and how a run is made in blocks; the plan names everything the pieces depend on."""
+    plan = {
+        "deltacd_version": __version__,
+        "inputs": [fingerprint(p) for p in inputs if p.exists()],
+        "options": {k: v for k, v in options.to_dict().items() if k not in DetectOptions.execution},
+        "method": method.describe(),
+        "after_shift": list(prepared.pair.after_shift),
+        "radiometry": prepared.radiometry,
+    }
+    cores = os.cpu_count() or 1
+    # local workers share this machine's cores; a remote worker's threads each run one block
+    threads = options.threads or (max(1, cores // options.workers) if options.workers else (1 if options.scheduler else None))
+    return Blocks(staging / BLOCKS, plan, options.block_size or DEFAULT_BLOCK_SIZE, threads=threads)
+
+
 def score_strips(
     pair: AlignedPair, method: ChangeMethod, options: DetectOptions, run_res: float | None, workdir: Path,
-    progress: StageProgress | None, stats: EngineStats,
+    progress: StageProgress | None, stats: EngineStats, blocks: Blocks | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    """The method's score on ``pair.grid`` in strips: through the engine, at ``run_res`` metres when given."""
+    """The method's score on ``pair.grid`` in strips: through the engine (in ``blocks`` when given), at ``run_res`` metres when given."""
     run_pair = pair if run_res is None else pair.on_grid(grid_at_resolution(pair.grid, run_res))
-    strips = predict_scene(run_pair, method, tile_size=options.tile_size, overlap=options.overlap,
-                           batch_size=options.batch_size, progress=_stage(progress, "detect"), stats=stats)
+    if blocks is None:
+        strips = predict_scene(run_pair, method, tile_size=options.tile_size, overlap=options.overlap,
+                               batch_size=options.batch_size, progress=_stage(progress, "detect"), stats=stats,
+                               threads=options.threads)
+    else:
+        task = SceneTask(run_pair, method, options.tile_size, options.overlap, options.batch_size, blocks.threads)
+        strips = predict_in_blocks(task, blocks.folder, blocks.plan | {"grid": run_pair.grid.describe()},
+                                   block_size=blocks.size, client=blocks.client, progress=_stage(progress, "blocks"),
+                                   stats=stats)
     if run_res is None:
         yield from strips
         return

@@ -34,7 +34,6 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
-from deltacd.postprocess.zonal import FeatureLabels
 from deltacd.errors import InputError
 from deltacd.evaluate.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
 from deltacd.io.grid import Grid
@@ -43,6 +42,7 @@ from deltacd.io.qgis import categorized_qml, paletted_qml, write_styles
 from deltacd.io.records import environment, write_json
 from deltacd.io.vectors import clean_polygons, read_vector, write_layer
 from deltacd.io.writers import RasterWriter
+from deltacd.postprocess.zonal import FeatureLabels
 
 AGREEMENT = {0: "same grade", 1: "ours more severe", 2: "ours less severe", 3: "only ours", 4: "only reference",
              5: "unclassified"}

@@ -35,10 +35,10 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from deltacd.damage.grades import GRADES, UNCLASSIFIED
-from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.methods.base import ChangeMethod
+from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.prepare.align import AlignedPair
 
 Progress = Callable[[str, int, int], None]

@@ -33,22 +33,31 @@ from deltacd.config import STRICT, DetectOptions, build_options
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
 from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
-from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.engine.runner import EngineStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.qgis import categorized_qml, paletted_qml, score_ramp, write_styles
+from deltacd.io.rasters import gdal_env
 from deltacd.io.records import environment, write_json
 from deltacd.io.runlog import RunLog
-from deltacd.io.qgis import categorized_qml, paletted_qml, score_ramp, write_styles
 from deltacd.io.vectors import read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import get_method
 from deltacd.pipeline import (
-    SCORE, StageProgress, _stage, _threshold, _Timings, check_settings, gdal_env, open_pair, prepare_pair, score_strips,
+    SCORE,
+    StageProgress,
+    _stage,
+    _threshold,
+    _Timings,
+    check_settings,
+    open_pair,
+    prepare_pair,
+    score_strips,
 )
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
+from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.report.backdrop import write_backdrops
 from deltacd.report.quicklook import write_damage_quicklook
 

@@ -33,9 +33,9 @@ import csv
 import fnmatch
 import logging
 import math
-import warnings
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -43,10 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
-import yaml
 import lightning as L
+import numpy as np
 import torch
+import yaml
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window

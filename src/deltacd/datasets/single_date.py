@@ -70,8 +70,21 @@ from rasterio.windows import Window
 
 from deltacd.datasets.manifest import SPLITS, BandMoments
 from deltacd.datasets.sources import (
-    _VECTOR_SUFFIXES, IMAGE_SUFFIXES, OpenedSource, Scene, SceneWindow, SingleDateSource, _check_xbd_size,
-    _class_codes, _find_image, _image_info, _ImageInfo, _label_encoding, _read_class_polygons, _read_image, _safe,
+    _VECTOR_SUFFIXES,
+    IMAGE_SUFFIXES,
+    OpenedSource,
+    Scene,
+    SceneWindow,
+    SingleDateSource,
+    _check_xbd_size,
+    _class_codes,
+    _find_image,
+    _image_info,
+    _ImageInfo,
+    _label_encoding,
+    _read_class_polygons,
+    _read_image,
+    _safe,
     _VectorClassMap,
 )
 from deltacd.errors import InputError, MissingInputError

@@ -36,6 +36,7 @@ class EngineStats:
     tiles: int = 0
     method_s: float = 0.0  # inside method.predict
     read_wait_s: float = 0.0  # waiting for the reader thread (reading not hidden behind compute)
+    blocks: dict | None = None  # when the scene ran in blocks (deltacd.engine.blocks): how many, how many reused
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,9 @@ def predict_scene(
     progress: Progress | None = None,
     stats: EngineStats | None = None,
     threads: int | None = None,
+    region: Window | None = None,
 ) -> Iterator[tuple[Window, np.ndarray]]:
-    """Run ``method`` over the whole pair and yield the score in full-width strips.
+    """Run ``method`` over the whole pair (or ``region`` of its grid) and yield the score in strips.
 
     Tiles are read by a pool of ``threads`` threads (default: one per core; GDAL and numpy
     release the GIL, and each thread has its own file handles), ahead of the tiles being
@@ -141,10 +143,16 @@ def predict_scene(
     Yields
     ------
     window : rasterio.windows.Window
-        Rows of the common grid covered by the strip (full width), top to bottom.
+        Rows of the common grid covered by the strip (full width, or the region's), top to bottom.
     score : np.ndarray
-        float32 [window.height, grid.width]; NaN where either date has no data. A method with
-        ``channels`` K > 1 (per-pixel class probabilities) gives [K, window.height, grid.width].
+        float32 [window.height, window.width]; NaN where either date has no data. A method with
+        ``channels`` K > 1 (per-pixel class probabilities) gives [K, window.height, window.width].
+
+    ``region`` (a block of the scene, :mod:`deltacd.engine.blocks`): only the scene's tiles that
+    touch it are run, in the scene's order, and the strips are cut to it. Every pixel then gets
+    the same tiles, blended in the same order, as in the run over the whole scene: a score made
+    block by block is the whole-scene score (bit for bit for per-pixel methods; networks may
+    differ in the last float digits because their batches hold other tiles).
 
     ``stats``, when given, accumulates the tile count and the time spent in the method and
     waiting for reads.
@@ -153,20 +161,32 @@ def predict_scene(
     grid_h, grid_w = pair.grid.shape
     layout = plan_tiles(pair.grid.shape, method, tile_size=tile_size, overlap=overlap)
     th, tw = layout.height, layout.width
+    region = region or Window(0, 0, grid_w, grid_h)
+    r0, c0 = int(region.row_off), int(region.col_off)
+    r1, c1 = r0 + int(region.height), c0 + int(region.width)
+    tile_rows = [r for r in layout.rows if r < r1 and r + th > r0]
+    tile_cols = [c for c in layout.cols if c < c1 and c + tw > c0]
+    left = tile_cols[0]  # grid column of the buffer's first column
+    span = tile_cols[-1] + tw - left
     weights = blend_weights(th, tw, layout.overlap)
     channels = int(getattr(method, "channels", 1))
-    acc = np.zeros((channels, th, grid_w), dtype=np.float32)
-    wsum = np.zeros((th, grid_w), dtype=np.float32)
-    valid = np.zeros((th, grid_w), dtype=bool)
-    top = 0  # grid row of the buffer's first row
+    acc = np.zeros((channels, th, span), dtype=np.float32)
+    wsum = np.zeros((th, span), dtype=np.float32)
+    valid = np.zeros((th, span), dtype=bool)
+    top = tile_rows[0]  # grid row of the buffer's first row
     done = 0
 
-    def emit(rows: int) -> tuple[Window, np.ndarray]:
-        score = acc[:, :rows] / np.maximum(wsum[:rows], 1e-12)
-        score[:, ~valid[:rows]] = np.nan
-        return Window(0, top, grid_w, rows), (score[0] if channels == 1 else score)
+    def emit(rows: int) -> Iterator[tuple[Window, np.ndarray]]:
+        first, last = max(top, r0), min(top + rows, r1)
+        if first >= last:
+            return  # rows of tiles that reach into the region but lie above it
+        rows_in = slice(first - top, last - top)
+        cols_in = slice(c0 - left, c1 - left)
+        score = acc[:, rows_in, cols_in] / np.maximum(wsum[rows_in, cols_in], 1e-12)
+        score[:, ~valid[rows_in, cols_in]] = np.nan
+        yield Window(c0, first, c1 - c0, last - first), (score[0] if channels == 1 else score)
 
-    tiles = [(r, c) for r in layout.rows for c in layout.cols]
+    tiles = [(r, c) for r in tile_rows for c in tile_cols]
     workers = max(1, threads or os.cpu_count() or 1)
     in_threads = bool(getattr(method, "thread_safe", False))
     lock = threading.Lock()
@@ -199,7 +219,7 @@ def predict_scene(
             if row > top:
                 # Rows above this tile row are final: no later tile reaches them.
                 shift = row - top
-                yield emit(shift)
+                yield from emit(shift)
                 acc[:, :-shift] = acc[:, shift:]
                 acc[:, -shift:] = 0
                 for buffer in (wsum, valid):
@@ -230,10 +250,21 @@ def predict_scene(
             scores = scores[:, :, :th, :tw]
             stats.tiles += len(batch)
             for (c, block), score in zip(batch, scores, strict=True):
+                c -= left
                 acc[:, :, c : c + tw] += score * weights
                 wsum[:, c : c + tw] += weights
                 valid[:, c : c + tw] = block.valid
             done += len(batch)
             if progress is not None:
-                progress(done, layout.count)
-    yield emit(grid_h - top)
+                progress(done, len(tiles))
+    yield from emit(tile_rows[-1] + th - top)
+
+
+def strip_windows(layout: TileLayout, shape: tuple[int, int]) -> list[Window]:
+    """The strips :func:`predict_scene` yields over a whole scene of ``shape``: one per row of tiles.
+
+    A row of tiles' strip ends where the next row of tiles starts (the rows no later tile touches).
+    """
+    height, width = shape
+    ends = layout.rows[1:] + [height]
+    return [Window(0, start, width, end - start) for start, end in zip([0] + layout.rows[1:], ends, strict=True)]

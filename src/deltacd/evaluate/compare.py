@@ -61,10 +61,10 @@ from deltacd.evaluate.reference import (
     scan_values,
 )
 from deltacd.io.grid import Grid
-from deltacd.io.qgis import PCC_AGREEMENT, PCC_AGREEMENT_STYLE, categorized_qml, write_styles
-from deltacd.io.vectors import spatial_layer, write_layer
 from deltacd.io.outputs import check_output, input_paths, staged_output
+from deltacd.io.qgis import PCC_AGREEMENT, PCC_AGREEMENT_STYLE, categorized_qml, write_styles
 from deltacd.io.records import to_json_value, write_json
+from deltacd.io.vectors import spatial_layer, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 

@@ -15,9 +15,8 @@ from affine import Affine
 from pyproj import Geod
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.windows import Window
+from rasterio.windows import Window, from_bounds
 from rasterio.windows import bounds as window_bounds
-from rasterio.windows import from_bounds
 from rasterio.windows import transform as window_transform
 
 from deltacd.errors import InputError

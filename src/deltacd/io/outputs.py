@@ -12,7 +12,9 @@ Every verb writes its results into a hidden staging folder beside the output fol
    run wrote, and neither is nor contains one of the run's inputs. Anything else is refused with
    the reason, and nothing is deleted.
 3. Under the lock, staging folders of earlier runs on the same ``OUT`` (killed before they could
-   clean up) are stale: those that carry deltacd's staging tag are removed, nothing else.
+   clean up) are stale: those that carry deltacd's staging tag are removed, nothing else. A run
+   that resumes (``resume``) keeps the newest one instead, and in it only what the killed run
+   had completed.
 4. The final rename fails if ``OUT`` appeared meanwhile (unless ``overwrite``, and then only a
    deltacd output is replaced); the old folder is removed only after the new one is in place.
 
@@ -27,7 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,20 +229,45 @@ class OutputLock:
         self.release()
 
 
-def remove_stale_staging(out_dir: str | Path) -> list[Path]:
-    """Remove staging folders that killed runs left beside ``out_dir``; call it holding its :class:`OutputLock`.
+def stale_staging(out_dir: str | Path) -> list[Path]:
+    """Staging folders that killed runs left beside ``out_dir``, newest first; call it holding its :class:`OutputLock`.
 
-    Only folders named ``.OUT.*.partial`` that carry :data:`STAGING_TAG` are removed: the lock
-    proves no live run owns them, the tag that they are deltacd's.
+    Only folders named ``.OUT.*.partial`` that carry :data:`STAGING_TAG` count: the lock proves
+    no live run owns them, the tag that they are deltacd's.
     """
     out = _absolute(out_dir)
+    found = [c for c in out.parent.glob(f".{out.name}.*.partial")
+             if c.is_dir() and not c.is_symlink() and (c / STAGING_TAG).is_file()]
+    return sorted(found, key=lambda c: c.stat().st_mtime, reverse=True)
+
+
+def remove_stale_staging(out_dir: str | Path, *, keep: Path | None = None) -> list[Path]:
+    """Remove the :func:`stale_staging` folders of ``out_dir`` (but ``keep``); call it holding its :class:`OutputLock`."""
     removed = []
-    for candidate in out.parent.glob(f".{out.name}.*.partial"):
-        if candidate.is_dir() and not candidate.is_symlink() and (candidate / STAGING_TAG).is_file():
+    for candidate in stale_staging(out_dir):
+        if candidate != keep:
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
             log.info("removed %s, left by an interrupted run", candidate)
     return removed
+
+
+def resumable_staging(out_dir: str | Path, parts: Sequence[str]) -> Path | None:
+    """The newest stale staging folder of ``out_dir`` holding one of ``parts``, emptied of everything else.
+
+    What a killed run had completed (its ``parts``, e.g. the finished blocks of detect) is kept
+    for the new run to reuse; the rest of the folder, half-written by the killed run, is removed.
+    """
+    for candidate in stale_staging(out_dir):
+        if any((candidate / part).exists() for part in parts):
+            for item in candidate.iterdir():
+                if item.name in parts or item.name == STAGING_TAG:
+                    continue
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+            (candidate / STAGING_TAG).write_text(f"pid {os.getpid()}\n")
+            log.info("resuming from %s, left by an interrupted run", candidate)
+            return candidate
+    return None
 
 
 def publish(staging: Path, out_dir: str | Path, *, overwrite: bool, kind: str, inputs: Iterable[str | Path] = ()) -> Path:
@@ -275,7 +302,8 @@ def publish(staging: Path, out_dir: str | Path, *, overwrite: bool, kind: str, i
 
 @contextmanager
 def staged_output(
-    out_dir: str | Path, *, overwrite: bool, kind: str = "output", inputs: Iterable[str | Path] = ()
+    out_dir: str | Path, *, overwrite: bool, kind: str = "output", inputs: Iterable[str | Path] = (),
+    resumable: Sequence[str] = (), resume: bool = False,
 ) -> Iterator[Path]:
     """A staging folder for a run's outputs, renamed to ``out_dir`` when the block succeeds.
 
@@ -290,6 +318,12 @@ def staged_output(
         What the run is (``"detect"``, ``"evaluate"`` ...), recorded in :data:`MARKER`.
     inputs
         The run's input files and folders: an output folder that is or contains one is never replaced.
+    resumable, resume
+        ``resumable``: names of parts of the staging folder that a run completes bit by bit and a
+        later run can reuse (``("_blocks",)``). An interrupted run (Ctrl+C, SIGTERM) then leaves
+        its staging folder for the next one; SIGKILL leaves it anyway. With ``resume`` the newest
+        stale staging folder holding one of them is reused, only those parts kept
+        (:func:`resumable_staging`); without one, the run starts afresh.
 
     Raises
     ------
@@ -309,12 +343,14 @@ def staged_output(
     staging = None
     try:
         lock.acquire()
-        remove_stale_staging(out)
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-            (staging / STAGING_TAG).write_text(f"pid {os.getpid()}\n")
-        except OSError as exc:
-            raise _output_error(exc, out.parent, out_dir) from exc
+        staging = resumable_staging(out, resumable) if resume else None
+        remove_stale_staging(out, keep=staging)
+        if staging is None:
+            try:
+                staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+                (staging / STAGING_TAG).write_text(f"pid {os.getpid()}\n")
+            except OSError as exc:
+                raise _output_error(exc, out.parent, out_dir) from exc
         try:
             yield staging
             publish(staging, out_dir, overwrite=overwrite, kind=kind, inputs=inputs)
@@ -322,8 +358,12 @@ def staged_output(
             if isinstance(exc, OutputError) or not is_disk_full(exc):
                 raise
             raise _output_error(exc, out.parent, out_dir) from exc
-    except BaseException:
-        if staging is not None:
+    except BaseException as exc:
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        if staging is not None and interrupted and any((staging / part).exists() for part in resumable):
+            exc.add_note(f"the completed part of the run is kept (in {staging}); run the same command with --resume "
+                         "to continue from it")
+        elif staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         lock.release()
         for folder in created:  # deepest first

@@ -13,11 +13,13 @@ for longer than it takes to read metadata.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from xml.sax.saxutils import escape
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import rasterio
 from affine import Affine
@@ -390,3 +392,15 @@ def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
         f'<VRTDataset rasterXSize="{meta["width"]}" rasterYSize="{meta["height"]}">'
         f'<Metadata domain="RPC">{items}</Metadata>{bands}</VRTDataset>'
     )
+
+
+#: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
+#: read, so memory would grow with the scene up to that cap; 512 MB keeps the peak flat (under
+#: 1 GB, benchmarks/scale.py) while the score and mask still fit in the cache on 10 000 px
+#: scenes (smaller caches slow the mask and COG stages). A GDAL_CACHEMAX set in the environment wins.
+GDAL_CACHE_MB = 512
+
+
+def gdal_env():
+    """GDAL settings of a run: the block cache capped at :data:`GDAL_CACHE_MB` unless the user set one."""
+    return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)

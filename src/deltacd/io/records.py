@@ -7,6 +7,7 @@ are not serialisable at all. :func:`to_json_value` turns a record into plain JSO
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -67,3 +68,59 @@ def write_json(path: str | Path, record: Any) -> Path:
     path = Path(path)
     path.write_text(dumps(record) + "\n", encoding="utf-8")
     return path
+
+
+_WHOLE_FILE = 256 * 2**20
+_EDGE = 16 * 2**20
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """What identifies the content of a file or folder, for records that decide whether work is up to date.
+
+    The SHA-256 of the content when the file is under 256 MiB; for larger files (scenes of
+    several GB) the SHA-256 of its first and last 16 MiB with its size, which catches a
+    rewritten file without reading it whole. Folders (tiles, band files) file by file; a
+    Shapefile or an image with its sidecar files; a VRT with the files it lists.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return {"folder": {p.name: fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()}}
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if stat.st_size <= _WHOLE_FILE:
+            for chunk in iter(lambda: handle.read(2**20), b""):
+                digest.update(chunk)
+        else:
+            digest.update(handle.read(_EDGE))
+            handle.seek(stat.st_size - _EDGE)
+            digest.update(handle.read(_EDGE))
+    out = {"size": stat.st_size, "sha256": digest.hexdigest(), "whole": stat.st_size <= _WHOLE_FILE}
+    sidecars = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.suffix.lower() in (".dbf", ".shx", ".prj", ".cpg", ".geom", ".rpb")]
+    if sidecars:
+        out["sidecars"] = {p.name: fingerprint(p) for p in sorted(sidecars)}
+    if path.suffix.lower() == ".vrt":  # a VRT is a list of other files: they are its content
+        out["sources"] = {str(p): fingerprint(p) for p in _vrt_sources(path)}
+    return out
+
+
+def _vrt_sources(path: Path) -> list[Path]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return []
+    found = []
+    for element in root.iter("SourceFilename"):
+        source = Path(element.text or "")
+        if element.get("relativeToVRT") == "1":
+            source = path.parent / source
+        if source.is_file() and source not in found:
+            found.append(source)
+    return sorted(found)
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of a record's strict-JSON text: equal records, equal digests."""
+    return hashlib.sha256(dumps(record, indent=None).encode()).hexdigest()

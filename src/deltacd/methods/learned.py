@@ -255,6 +255,19 @@ class LearnedModel(ChangeMethod):
         return cls(model, spec, device=device, tta=tta, amp=amp, uncertainty=uncertainty, runtime=runtime, precision=precision,
                    source=str(path))
 
+    def __getstate__(self) -> dict:
+        """Picklable (sent to Dask workers): an ONNX Runtime session cannot be, so each process opens its own."""
+        state = dict(self.__dict__)
+        state["_session"] = None
+        state["_had_session"] = self._session is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        had_session = state.pop("_had_session", False)
+        self.__dict__.update(state)
+        if had_session:
+            self.choose_runtime()
+
     # ------------------------------------------------------------------ bands
 
     @property

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
-from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import CRSError, RasterioIOError

@@ -25,7 +25,12 @@ from deltacd.io.records import environment, write_json
 from deltacd.io.vectors import read_vector, write_layer
 from deltacd.study.config import StudyConfig
 from deltacd.study.fromto import (
-    Classes, agreement_table, attribute_transitions, write_agreement, write_landcover_transitions, write_transitions,
+    Classes,
+    agreement_table,
+    attribute_transitions,
+    write_agreement,
+    write_landcover_transitions,
+    write_transitions,
     zone_names,
 )
 

@@ -11,15 +11,12 @@ published), so the next run resumes at that step; the staging folder the killed 
 removed by the output rules (:mod:`deltacd.io.outputs`). One study runs at a time per folder
 (a lock), and ``study.json`` summarises the last run: what ran, what was skipped, how long.
 
-Fingerprints: a file's size and modification time, and the SHA-256 of its content when it is
-under 256 MiB; for larger files (scenes of several GB) the SHA-256 of its first and last 16 MiB
-with its size, which catches a rewritten file without reading it whole. Folders (tiles, band
-files) are fingerprinted file by file; a GeoPackage or Shapefile with its sidecar files.
+Fingerprints: :func:`deltacd.io.records.fingerprint` (content hashes, first and last 16 MiB of
+files over 256 MiB).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,58 +29,15 @@ from typing import Any
 
 from deltacd.errors import InputError, OutputError
 from deltacd.io.outputs import MARKER, OutputLock, read_marker
-from deltacd.io.records import dumps, environment, to_json_value
+from deltacd.io.records import dumps, environment, fingerprint, record_digest, to_json_value
 from deltacd.study.config import StudyConfig, load_study
 
 log = logging.getLogger(__name__)
 
 STUDY_RECORD = "study.json"
 LOG_FILE = "deltacd.log"
-_WHOLE_FILE = 256 * 2**20
-_EDGE = 16 * 2**20
 
 Progress = Callable[[str, int, int], None]
-
-
-def fingerprint(path: str | Path) -> dict[str, Any]:
-    """What identifies the content of a file or folder (module notes)."""
-    path = Path(path)
-    if path.is_dir():
-        return {"folder": {p.name: fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()}}
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        if stat.st_size <= _WHOLE_FILE:
-            for chunk in iter(lambda: handle.read(2**20), b""):
-                digest.update(chunk)
-        else:
-            digest.update(handle.read(_EDGE))
-            handle.seek(stat.st_size - _EDGE)
-            digest.update(handle.read(_EDGE))
-    out = {"size": stat.st_size, "sha256": digest.hexdigest(), "whole": stat.st_size <= _WHOLE_FILE}
-    sidecars = [p for p in path.parent.glob(path.stem + ".*") if p != path and p.suffix.lower() in (".dbf", ".shx", ".prj", ".cpg", ".geom", ".rpb")]
-    if sidecars:
-        out["sidecars"] = {p.name: fingerprint(p) for p in sorted(sidecars)}
-    if path.suffix.lower() == ".vrt":  # a VRT is a list of other files: they are its content
-        out["sources"] = {str(p): fingerprint(p) for p in _vrt_sources(path)}
-    return out
-
-
-def _vrt_sources(path: Path) -> list[Path]:
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError:
-        return []
-    found = []
-    for element in root.iter("SourceFilename"):
-        source = Path(element.text or "")
-        if element.get("relativeToVRT") == "1":
-            source = path.parent / source
-        if source.is_file() and source not in found:
-            found.append(source)
-    return sorted(found)
 
 
 @dataclass
@@ -103,10 +57,6 @@ class StudyResult:
 
 def _record_path(out: Path, step: str) -> Path:
     return out / f"{step}.step.json"
-
-
-def _digest(record: dict[str, Any]) -> str:
-    return hashlib.sha256(dumps(record, indent=None).encode()).hexdigest()
 
 
 def _check_study_folder(out: Path) -> None:
@@ -157,7 +107,7 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
                 path = _record_path(out, name)
                 previous = json.loads(path.read_text()) if path.is_file() else None
                 folder = out / name
-                up_to_date = previous is not None and previous.get("digest") == _digest(record) and folder.is_dir()
+                up_to_date = previous is not None and previous.get("digest") == record_digest(record) and folder.is_dir()
                 begun = time.perf_counter()
                 if up_to_date and not force:
                     log.info("study %s: step %s up to date, skipped", config.name, name)
@@ -170,7 +120,7 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
                     progress("steps", len(outcomes), len(config.ordered_steps()))
                 step_functions.run_step(name, config, folder, progress)
                 seconds = round(time.perf_counter() - begun, 3)
-                path.write_text(dumps({"digest": _digest(record), "record": record, "seconds": seconds,
+                path.write_text(dumps({"digest": record_digest(record), "record": record, "seconds": seconds,
                                        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}))
                 records[name] = record
                 outcomes.append(StepOutcome(name, "ran", seconds, reason))

@@ -77,7 +77,7 @@ def check_options(config: StudyConfig) -> None:
 
 def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The record of step ``name``: fingerprints of its inputs, its options, the records of its upstream steps."""
-    from deltacd.study.run import fingerprint
+    from deltacd.io.records import fingerprint
 
     keys, depends = READS[name]
     inputs = {}

@@ -207,6 +207,12 @@ class TrainConfig:
     accelerator, devices
         Passed to the Lightning Trainer: ``"auto"`` uses a GPU when one is present; ``devices``
         is a count, a list of GPU indices or ``"auto"`` (several GPUs train with DDP).
+    strategy, num_nodes
+        Lightning's distribution strategy (``"auto"``: DDP when ``devices`` > 1, on GPUs with NCCL,
+        on CPUs with gloo) and the number of machines (each started with the same command and
+        Lightning's ``MASTER_ADDR``/``NODE_RANK`` variables). Batch size is per device: the
+        effective batch is ``batch_size * devices * num_nodes``. Validation counts are summed
+        over devices, so the threshold and F1 are those of the whole validation split.
     num_workers
         Data-loading processes.
     num_threads
@@ -242,6 +248,8 @@ class TrainConfig:
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: PositiveInt | list[NonNegativeInt] | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = "auto"
+    num_nodes: PositiveInt = 1
     num_workers: NonNegativeInt = 2
     num_threads: PositiveInt | None = None
     augment: dict[str, Any] | None = field(default_factory=dict)

@@ -115,9 +115,12 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _is_global_zero() -> bool:
-    # Before the Trainer exists: DDP's launcher re-runs this function in child processes with
-    # these variables set; only the first process may create or delete folders.
+def is_main_process() -> bool:
+    """True except in the extra processes of a DDP run (ranks > 0), which must not write or print.
+
+    Read from the environment because it is needed before the Trainer exists: Lightning's DDP
+    launcher re-runs the whole command in child processes with these variables set.
+    """
     return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
@@ -165,6 +168,8 @@ def _make_trainer(config: TrainConfig, run_dir: Path, *, progress: bool, train_b
             max_epochs=config.epochs,
             accelerator=config.accelerator,
             devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
             precision=config.precision,
             callbacks=callbacks,
             logger=CSVLogger(run_dir, name="", version=""),
@@ -176,7 +181,8 @@ def _make_trainer(config: TrainConfig, run_dir: Path, *, progress: bool, train_b
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as exc:
         detail = " ".join(str(exc).split())[:240]
         raise InputError(
-            f"accelerator={config.accelerator!r}, devices={config.devices!r}, precision={config.precision!r}: {detail}; "
+            f"accelerator={config.accelerator!r}, devices={config.devices!r}, strategy={config.strategy!r}, "
+            f"precision={config.precision!r}: {detail}; "
             "change these settings (accelerator: auto uses a GPU only when one is present)"
         ) from exc
     return trainer, checkpoint
@@ -216,7 +222,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
     cfg = load_train_config(config)
     out = Path(cfg.out)
     inputs = input_paths(cfg.dataset, cfg.init_from)
-    if _is_global_zero():
+    if is_main_process():
         check_output(out, overwrite=overwrite, inputs=inputs)
     manifest = read_manifest(cfg.dataset)
     bands = list(manifest.bands)
@@ -230,7 +236,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
     # A fixed staging name, because DDP's child processes re-run this function and must find it;
     # only the first process creates, publishes or removes it, holding the output's lock.
     run_dir = out.parent / f".{out.name}.train.partial"
-    global_zero = _is_global_zero()
+    global_zero = is_main_process()
     lock = None
     if global_zero:
         try:

@@ -1,0 +1,7 @@
+"""``python -m deltacd``: the command line, as the ``deltacd`` script."""
+
+import sys
+
+from deltacd.cli import main
+
+sys.exit(main())
