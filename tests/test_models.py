@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deltacd.errors import InputError
-from deltacd.models.registry import MODELS, build_model, count_parameters
+from deltacd.models.registry import CHANGE_MODELS, MODELS, build_model, count_parameters, register_model
 from deltacd.models.siamese_unet import SiameseUNet
 
 NAMES = ["fc-ef", "fc-siam-conc", "fc-siam-diff", "siamese-unet", "bit"]
@@ -236,3 +236,33 @@ def test_count_parameters() -> None:
     assert count_parameters(build_model("bit", in_channels=4)) < 4_000_000
     model.encoder.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == sum(p.numel() for p in model.decoder.parameters())
+
+
+def test_register_model_adds_a_network_and_refuses_a_taken_name() -> None:
+    from torch import nn
+
+    class Tiny(nn.Module):
+        name = "test-tiny-registered"
+        size_multiple = 1
+
+        def __init__(self, in_channels: int = 3, num_classes: int = 1) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(2 * in_channels, num_classes, 1)
+
+        def forward(self, before, after):
+            return self.head(torch.cat([before, after], dim=1))
+
+    try:
+        assert register_model(Tiny) is Tiny
+        net = build_model("test-tiny-registered", in_channels=4)
+        assert net(torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8)).shape == (1, 1, 8, 8)
+
+        class Impostor(Tiny):
+            name = "fc-siam-diff"
+
+        with pytest.raises(InputError, match="the name 'fc-siam-diff' is taken by FCSiamDiff"):
+            register_model(Impostor)
+        assert MODELS["fc-siam-diff"].__name__ == "FCSiamDiff"
+    finally:
+        CHANGE_MODELS.pop("test-tiny-registered", None)
+        MODELS.pop("test-tiny-registered", None)

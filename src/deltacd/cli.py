@@ -627,6 +627,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--out", required=True, help="output folder")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_benchmark_few_label)
+    q = bench.add_parser("peers", parents=[common], help="deltacd against torchgeo's ChangeDetectionTask, same chips and budget",
+                         description=(
+        "The few-label protocol with arms of kind torchgeo (ChangeDetectionTask fcsiamdiff / fcsiamconc / unet) beside "
+        "deltacd's (kind recipe: deltacd train's defaults): the same chips, steps, batch, seeds and threads, scored the "
+        "same way (examples/benchmark_peers_cpu.yaml). Needs torchgeo (pip install 'deltacd[bench]'). Same outputs as "
+        "few-label."))
+    q.add_argument("config", metavar="CONFIG", help="benchmark YAML file")
+    q.add_argument("-o", "--out", required=True, help="output folder")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_benchmark_few_label)
 
     p = sub.add_parser("damage", parents=[common], help="grade the damage of every building between two images", description=(
         "Grade every building between a pre-event BEFORE and a post-event AFTER image (0 no damage, 1 minor, 2 major, "

@@ -125,7 +125,7 @@ __all__ = [
     "summarise",
 ]
 
-ArmKind = Literal["scratch", "imagenet", "tinycd", "single_date", "zero_shot"]
+ArmKind = Literal["scratch", "imagenet", "tinycd", "single_date", "zero_shot", "torchgeo", "recipe"]
 Size = PositiveInt | Literal["all"]
 
 #: Default networks per arm kind (``model`` of an arm replaces them).
@@ -136,6 +136,7 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "imagenet": LITE0_IMAGENET,
     "single_date": LITE0_IMAGENET,
     "tinycd": {"name": "tinycd", "kwargs": {}},
+    "torchgeo": {"name": "fcsiamdiff", "kwargs": {"backbone": "resnet18"}},
 }
 OUTPUTS = ("few_label.csv", "few_label_summary.csv", "few_label.md", "few_label.png", "few_label.json")
 RESULT_FORMAT = "deltacd-few-label-run/1"
@@ -170,6 +171,11 @@ class ArmConfig:
     options
         ``zero_shot`` only: keyword options of :class:`deltacd.methods.zero_shot.FeatureDistance`
         (``encoder``, ``scales``, ``normalisation``).
+    train
+        Training settings of this arm (:class:`deltacd.train.TrainConfig` keys: ``start``,
+        ``balance_sources``, ``validation``, ``loss``, ``augment``, ``crop_size`` ...) that replace
+        the benchmark's; for kind ``recipe``, the arm is exactly ``deltacd train`` with its own
+        defaults plus these (the benchmark's ``loss``, ``lr``, ``augment`` are not imposed).
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -180,10 +186,16 @@ class ArmConfig:
     lr: PositiveFloat | None = None
     dataset: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> dict[str, Any]:
-        """``{name, kwargs}`` of the network this arm trains."""
-        chosen = self.model or DEFAULT_MODELS[self.kind]
+        """``{name, kwargs}`` of the network this arm trains (kind ``recipe``: from its ``start``)."""
+        if self.kind == "recipe" and self.model is None:
+            from deltacd.train.recipes import expand_start
+
+            chosen = expand_start(dict(self.train), f"arm {self.name}")["model"]
+        else:
+            chosen = self.model or DEFAULT_MODELS[self.kind]
         return {"name": chosen["name"], "kwargs": dict(chosen.get("kwargs") or {})}
 
 
@@ -361,8 +373,22 @@ def _check(cfg: FewLabelConfig, where: str) -> None:
         if arm.options:
             raise InputError(f"{prefix}: options are for kind zero_shot only; remove them")
         model = arm.model_config()
-        from deltacd.train.config import AdaptationConfig, ModelConfig
+        if arm.kind == "torchgeo":
+            from deltacd.benchmark.peers import PEER_MODELS
 
+            if model["name"] not in PEER_MODELS:
+                raise InputError(f"{prefix}.model: torchgeo model {model['name']!r}; use one of {', '.join(PEER_MODELS)}")
+            if arm.train or arm.adaptation:
+                raise InputError(f"{prefix}: train and adaptation are deltacd settings; a torchgeo arm takes model: only")
+            continue
+        from dataclasses import fields as dataclass_fields
+
+        from deltacd.train.config import AdaptationConfig, ModelConfig, TrainConfig
+
+        unknown = sorted(set(arm.train) - {f.name for f in dataclass_fields(TrainConfig)} | set(arm.train) & {"dataset", "out"})
+        if unknown:
+            raise InputError(f"{prefix}.train: {', '.join(unknown)} cannot be set here; use deltacd train settings "
+                             "other than dataset and out")
         build_options(ModelConfig, model, source=f"{prefix}.model")
         build_options(AdaptationConfig, dict(arm.adaptation), source=f"{prefix}.adaptation")
         if arm.kind == "tinycd":
@@ -845,6 +871,11 @@ def _train_values(cfg: FewLabelConfig, plan: _Plan, view: Path, epochs: int, k: 
     }
     if arm.kind == "tinycd":
         values["init_from"] = f"tinycd:{Path(cfg.tinycd_checkpoint).resolve()}"  # type: ignore[arg-type]
+    if arm.kind == "recipe":  # deltacd train's own defaults: only the budget and the data are the benchmark's
+        for key in ("loss", "augment", "adaptation", "normalisation", *(("model",) if arm.model is None else ())):
+            values.pop(key)
+        values["optimizer"] = {"warmup_epochs": round(cfg.warmup_steps / k), "interval": "step"}
+    values.update(arm.train)
     return values
 
 
@@ -896,24 +927,33 @@ def _run_one(cfg: FewLabelConfig, plan: _Plan, val_root: Path, tests: dict[str, 
     build_view(view, train_root=plan.train_root, train_ids=plan.train_ids, items=items, val_root=val_root)
     balance = json.loads((view / "manifest.json").read_text())["class_balance"]["train"]
     pos_weight = _pos_weight(cfg, balance)
-    values = _train_values(cfg, plan, view, epochs, k, pos_weight)
     log.info("%s N=%s seed %s: training %d steps (%d epochs of %d)", plan.arm.name, plan.size, plan.seed, epochs * k, epochs, k)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's advice on workers / logging intervals: tiny data on purpose
-        result = train(values, overwrite=True, progress=False)
-    train_s = time.perf_counter() - started
-    method = LearnedModel.from_file(result.checkpoint, device=_device_string(cfg))
-    method.select_bands(bands)
-    threshold = float(method.spec.threshold)
+    if plan.arm.kind == "torchgeo":
+        from deltacd.benchmark.peers import train_torchgeo
+
+        predict, threshold, train_s = train_torchgeo(
+            view, model=plan.arm.model_config(), epochs=epochs, batch_size=cfg.batch_size, lr=plan.arm.lr or cfg.lr,
+            seed=plan.seed, threads=cfg.threads, device=cfg.device, bands=bands)
+        val_f1, checkpoint = math.nan, None
+    else:
+        values = _train_values(cfg, plan, view, epochs, k, pos_weight)
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on workers / logging intervals: tiny data on purpose
+            result = train(values, overwrite=True, progress=False)
+        train_s = time.perf_counter() - started
+        method = LearnedModel.from_file(result.checkpoint, device=_device_string(cfg))
+        method.select_bands(bands)
+        predict, threshold = method.predict, float(method.spec.threshold)
+        val_f1, checkpoint = result.best_val_f1, result.checkpoint
     rows = []
     for group, chips in tests.items():
-        pairs = [(p > threshold, c.label) for p, c in zip(predict_chips(method.predict, chips), chips, strict=True)]
+        pairs = [(p > threshold, c.label) for p, c in zip(predict_chips(predict, chips), chips, strict=True)]
         rows.append({**base, "group": group, "steps": epochs * k, "epochs": epochs, "threshold": threshold,
-                     "val_f1": result.best_val_f1, "pos_weight": round(pos_weight, 4), **score_masks(pairs, ignore_index),
+                     "val_f1": val_f1, "pos_weight": round(pos_weight, 4), **score_masks(pairs, ignore_index),
                      "test_chips": len(chips), "train_s": round(train_s, 2), "note": ""})
-    if not cfg.keep_models:
-        result.checkpoint.unlink(missing_ok=True)
+    if checkpoint is not None and not cfg.keep_models:
+        checkpoint.unlink(missing_ok=True)
     shutil.rmtree(view, ignore_errors=True)
     result_file.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings, "rows": rows}, indent=2, default=str))
     return rows

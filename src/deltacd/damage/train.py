@@ -14,7 +14,11 @@ footprint mask; for the segmenters ``crops_per_scene`` crops of ``crop_px`` pixe
 them centred on buildings, with a per-pixel target (background, the four grades; or building).
 Pairs are read raw (no radiometric harmonisation), as ``damage`` then gives them to the network.
 
-Recipe: AdamW, linear warm-up over the first 10 % of the steps then cosine decay; geometric
+Recipe (the change recipe's rules, :mod:`deltacd.datasets.sampling`): training samples drawn with
+each event at an equal share whatever its building count (``balance_events``), and the
+classifier's weights kept on the macro F1 of each validation event averaged (``validation:
+per_event``), so that the event with most buildings neither dominates the gradient nor picks the
+weights. AdamW, linear warm-up over the first 10 % of the steps then cosine decay; geometric
 augmentation only (the same random flips and quarter turns of both dates, mask and target);
 class weights inverse to the training frequencies (capped at 10) because grades are rare; the
 classifier's ordinal loss is the binary cross-entropy of the three cumulative targets
@@ -51,12 +55,13 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from deltacd.config import STRICT, build_options
 from deltacd.damage.grades import GRADES, map_grades
 from deltacd.damage.methods import read_chip
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
+from deltacd.datasets.sampling import source_weights
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.rasters import open_image
@@ -123,6 +128,8 @@ class DamageTrainConfig:
     num_threads: PositiveInt | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    balance_events: bool = True
+    validation: Literal["per_event", "pooled"] = "per_event"
 
 
 @dataclass
@@ -294,14 +301,27 @@ def crop_samples(scenes: list[Scene], crop_px: int, per_scene: int, *, task: str
                    {"pixels_per_class": {str(c): int((target == c).sum()) for c in range(6) if (target == c).any()}})
 
 
-def split_samples(samples: Samples, scenes: list[Scene], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indexes of the training and validation samples: whole scenes held out when there are three or more."""
+def split_samples(samples: Samples, scenes: list[Scene], val_fraction: float, seed: int,
+                  per_event: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indexes of the training and validation samples: whole scenes held out when there are three or more.
+
+    ``per_event``: a fifth (``val_fraction``) of *each* event's scenes, at least one of every
+    event that has two or more, so that validation can be scored event by event.
+    """
     rng = np.random.default_rng(seed)
     n = len(samples.target)
     if val_fraction == 0:
         return np.arange(n), np.array([], dtype=int)
     if len(scenes) >= 3:
-        held = rng.permutation(len(scenes))[: max(1, round(val_fraction * len(scenes)))]
+        events = sorted({sc.event for sc in scenes})
+        if per_event and len(events) > 1:
+            held = []
+            for event in events:
+                mine = [i for i, sc in enumerate(scenes) if sc.event == event]
+                if len(mine) >= 2:
+                    held += list(rng.permutation(mine)[: max(1, round(val_fraction * len(mine)))])
+        else:
+            held = list(rng.permutation(len(scenes))[: max(1, round(val_fraction * len(scenes)))])
         val = np.isin(samples.scene, held)
         if val.any() and (~val).any():
             return np.flatnonzero(~val), np.flatnonzero(val)
@@ -361,7 +381,8 @@ def train_damage(config: DamageTrainConfig | dict[str, Any] | str | Path, *, ove
                 samples = chip_samples(scenes, cfg.chip_m)
             else:
                 samples = crop_samples(scenes, cfg.crop_px, cfg.crops_per_scene, task=cfg.task, seed=cfg.seed)
-            train_idx, val_idx = split_samples(samples, scenes, cfg.val_fraction, cfg.seed)
+            train_idx, val_idx = split_samples(samples, scenes, cfg.val_fraction, cfg.seed,
+                                               per_event=cfg.validation == "per_event")
             values = np.concatenate([samples.before[train_idx], samples.after[train_idx]]).transpose(1, 0, 2, 3)
             values = values.reshape(values.shape[0], -1)
             values = values[:, np.isfinite(values).all(axis=0)]
@@ -370,7 +391,7 @@ def train_damage(config: DamageTrainConfig | dict[str, Any] | str | Path, *, ove
             name, kwargs = _model_kwargs(cfg, samples.bands)
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             model = build_model(name, **kwargs)
-            task = DamageTask(cfg, model, samples, train_idx, val_idx, mean, std)
+            task = DamageTask(cfg, model, samples, train_idx, val_idx, mean, std, [sc.event for sc in scenes])
             accelerator = "cpu" if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()) else "gpu"
             with quiet_lightning():
                 trainer = L.Trainer(max_steps=cfg.steps, accelerator=accelerator, devices=1, precision=cfg.precision,
@@ -459,10 +480,11 @@ class DamageTask(L.LightningModule):
     """The Lightning module of a damage training run: loss, validation score and best weights (module notes)."""
 
     def __init__(self, cfg: DamageTrainConfig, model: torch.nn.Module, samples: Samples, train_idx: np.ndarray,
-                 val_idx: np.ndarray, mean: np.ndarray, std: np.ndarray):
+                 val_idx: np.ndarray, mean: np.ndarray, std: np.ndarray, scene_events: list[str]):
         super().__init__()
         self.cfg, self.samples, self.train_idx, self.val_idx = cfg, samples, train_idx, val_idx
         self.model = model
+        self.scene_events = list(scene_events)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         classes = {"damage-classifier": len(GRADES), "damage-segmentation": 1 + len(GRADES)}.get(cfg.task, 2)
@@ -484,13 +506,24 @@ class DamageTask(L.LightningModule):
             parts.append(torch.from_numpy(s.mask[index]))
         return TensorDataset(*parts)
 
+    def _events(self, index: np.ndarray) -> list[str]:
+        return [self.scene_events[int(i)] for i in self.samples.scene[index]]
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset(self.train_idx), batch_size=self.cfg.batch_size, shuffle=True,
-                          drop_last=len(self.train_idx) > self.cfg.batch_size, generator=torch.Generator().manual_seed(self.cfg.seed))
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        events = self._events(self.train_idx)
+        order: dict[str, Any] = {"shuffle": True, "generator": generator}
+        if self.cfg.balance_events and len(set(events)) > 1:  # each event its share, whatever its building count
+            weights = torch.as_tensor(source_weights(events))
+            order = {"sampler": WeightedRandomSampler(weights, len(events), replacement=True, generator=generator)}
+        return DataLoader(self._dataset(self.train_idx), batch_size=self.cfg.batch_size,
+                          drop_last=len(self.train_idx) > self.cfg.batch_size, **order)
+
+    def _val_index(self) -> np.ndarray:
+        return self.val_idx if len(self.val_idx) else self.train_idx[: max(1, len(self.train_idx) // 5)]
 
     def val_dataloader(self) -> DataLoader:
-        index = self.val_idx if len(self.val_idx) else self.train_idx[: max(1, len(self.train_idx) // 5)]
-        return DataLoader(self._dataset(index), batch_size=self.cfg.batch_size)
+        return DataLoader(self._dataset(self._val_index()), batch_size=self.cfg.batch_size)
 
     def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         before, after, target = batch[:3]
@@ -538,7 +571,13 @@ class DamageTask(L.LightningModule):
         truth = np.concatenate([t for _, t in self._val]) if self._val else np.array([])
         threshold = 0.5
         if self.cfg.task == "damage-classifier":
-            score = macro_f1(predicted, truth, list(GRADES))
+            events = np.asarray(self._events(self._val_index()))
+            if self.cfg.validation == "per_event" and len(set(events)) > 1 and len(events) == len(truth):
+                # one event must not choose the weights alone: macro F1 of each event, averaged
+                score = float(np.mean([macro_f1(predicted[events == e], truth[events == e], list(GRADES))
+                                       for e in sorted(set(events))]))
+            else:
+                score = macro_f1(predicted, truth, list(GRADES))
         elif self.cfg.task == "damage-segmentation":
             score = macro_f1(predicted, truth, [g + 1 for g in GRADES])
         else:  # the threshold of the building probability is chosen here, on validation

@@ -41,6 +41,9 @@ class ChangeChipDataset(Dataset):
         int64 tensor [H, W]; ``manifest.ignore_index`` (255) marks pixels to ignore.
     ``id``
         The chip id (file stem, row of ``chips.csv``).
+    ``source``
+        Name of the source the chip was cut from (``chips.csv`` ``source_name``), for sampling
+        and validation per source.
     """
 
     def __init__(self, root: str | Path, split: Literal["train", "val", "test", "all"], *, target: str = "label"):
@@ -52,7 +55,9 @@ class ChangeChipDataset(Dataset):
         if target not in allowed:
             raise InputError(f"target: got {target!r}; {self.root} has {', '.join(allowed)}")
         self.split, self.target = split, target
-        self.ids = [r.id for r in self.manifest.chips(split)]
+        records = self.manifest.chips(split)
+        self.ids = [r.id for r in records]
+        self.sources = [r.source_name for r in records]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,6 +72,7 @@ class ChangeChipDataset(Dataset):
             "after": torch.from_numpy(after.astype(np.float32, copy=False)),
             "label": torch.from_numpy(label.astype(np.int64)),
             "id": chip_id,
+            "source": self.sources[index],
         }
 
     def __repr__(self) -> str:

@@ -64,6 +64,21 @@ else:
 # ------------------------------------------------------------------------------------------
 
 
+def register_model(cls: type[nn.Module]) -> type[nn.Module]:
+    """Add a change network following the contract above under its ``name``; usable as a class decorator.
+
+    After this, ``deltacd train`` trains it (``model: {name: ...}``), checkpoints name it, and
+    ``deltacd detect --model`` runs it, in this process. A name already taken is refused.
+    """
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise InputError(f"register_model: {cls.__name__} needs a class attribute name (its registry key)")
+    if name in MODELS and MODELS[name] is not cls:
+        raise InputError(f"register_model: the name {name!r} is taken by {MODELS[name].__name__}; choose another")
+    CHANGE_MODELS[name] = MODELS[name] = cls
+    return cls
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword arguments ``kwargs``.
 

@@ -220,6 +220,19 @@ class TrainConfig:
     augment
         Options of ``deltacd.datasets.augment.AugmentConfig`` (``{}``: its defaults; ``None``: no
         augmentation). Augmentation is applied to training batches only.
+    crop_size
+        Train on a random window of this many px of each chip (new offsets every epoch; the same
+        window in both dates and the label); None: whole chips. Validation and test use whole chips.
+    balance_sources
+        Draw training chips so that every source of the dataset (``chips.csv`` ``source_name``)
+        gets the same share of each epoch, whatever its chip count (with replacement); False: a
+        plain shuffle. No effect with one source.
+    source_shares
+        Source name -> relative share for ``balance_sources`` (default: equal).
+    validation
+        ``"per_source"``: the F1 that picks the epoch and the threshold is each validation
+        source's F1 at a common threshold, averaged over sources; ``"pooled"``: the F1 of all
+        validation pixels together (the source with most pixels decides).
     max_train_chips
         Use only this many training chips (the first after a seeded shuffle), for few-label
         experiments.
@@ -233,6 +246,11 @@ class TrainConfig:
         (pretrained weights). See :mod:`deltacd.train.adaptation` for the trade-off.
     freeze_encoder
         Kept for older configurations: ``true`` is ``adaptation: {mode: frozen}``.
+    start
+        A starting point by name (:mod:`deltacd.train.recipes`: ``imagenet``, ``scratch``,
+        ``tinycd-levir:PATH``, ``checkpoint:PATH`` ...) that fills ``model``, ``init_from`` and
+        ``normalisation`` when they are not given; with neither ``model`` nor ``start``,
+        ``imagenet`` (EfficientNet-Lite0 ImageNet siamese U-Net).
     """
 
     dataset: Path
@@ -253,10 +271,15 @@ class TrainConfig:
     num_workers: NonNegativeInt = 2
     num_threads: PositiveInt | None = None
     augment: dict[str, Any] | None = field(default_factory=dict)
+    crop_size: PositiveInt | None = None
+    balance_sources: bool = True
+    source_shares: dict[str, PositiveFloat] | None = None
+    validation: Literal["per_source", "pooled"] = "per_source"
     max_train_chips: PositiveInt | None = None
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     normalisation: Literal["dataset", "encoder"] = "dataset"
     freeze_encoder: bool = False
+    start: str | None = None
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -388,4 +411,6 @@ def load_train_config(source: str | Path | dict[str, Any] | TrainConfig) -> Trai
         values = source
     if not isinstance(values, dict):
         raise InputError(f"{where}: expected a mapping of settings (key: value); got {type(values).__name__}")
-    return check_config(build_options(TrainConfig, values, source=where))
+    from deltacd.train.recipes import expand_start
+
+    return check_config(build_options(TrainConfig, expand_start(values, where), source=where))

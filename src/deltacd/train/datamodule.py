@@ -14,8 +14,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
+from deltacd.datasets.sampling import RandomCrops, source_weights
 from deltacd.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,15 @@ class ChangeDataModule(L.LightningDataModule):
         Seeds the training order and the ``max_train_chips`` subset.
     max_train_chips
         Keep only this many training chips (see :func:`subset_indices`).
+    crop_size
+        Train on random ``crop_size`` px windows of the chips (:class:`~deltacd.datasets.sampling.RandomCrops`);
+        None: whole chips. Validation and test always see whole chips.
+    balance_sources
+        Draw training chips so that each source gets its share of every epoch (with
+        replacement, :func:`~deltacd.datasets.sampling.source_weights`) instead of a shuffle,
+        when the training chips come from more than one source.
+    source_shares
+        Source name -> share for ``balance_sources`` (default: equal).
 
     Each batch is a dict: ``"before"``, ``"after"`` float32 ``[B, C, H, W]`` (raw DN),
     ``"label"`` int64 ``[B, H, W]``, ``"id"`` list of chip ids.
@@ -62,6 +72,9 @@ class ChangeDataModule(L.LightningDataModule):
         num_workers: int = 2,
         seed: int = 0,
         max_train_chips: int | None = None,
+        crop_size: int | None = None,
+        balance_sources: bool = False,
+        source_shares: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -69,6 +82,9 @@ class ChangeDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.max_train_chips = max_train_chips
+        self.crop_size = crop_size
+        self.balance_sources = balance_sources
+        self.source_shares = source_shares
         self.datasets: dict[str, Dataset] = {}
 
     def dataset(self, split: str) -> Dataset:
@@ -79,6 +95,8 @@ class ChangeDataModule(L.LightningDataModule):
             ds: Dataset = ChangeChipDataset(self.root, split)
             if split == "train":
                 ds = Subset(ds, subset_indices(len(ds), self.max_train_chips, seed=self.seed))
+                if self.crop_size:
+                    ds = RandomCrops(ds, self.crop_size)
             self.datasets[split] = ds
         return self.datasets[split]
 
@@ -98,10 +116,29 @@ class ChangeDataModule(L.LightningDataModule):
         if stage in ("test", None):
             self.dataset("test")
 
+    def sources(self, split: str) -> list[str]:
+        """Source name of each chip of ``split`` as used (train: the subset), in loader order."""
+        from deltacd.datasets.torch_dataset import ChangeChipDataset
+
+        ds = self.dataset(split)
+        if isinstance(ds, RandomCrops):
+            ds = ds.dataset
+        if isinstance(ds, Subset):
+            return [ds.dataset.sources[i] for i in ds.indices]  # type: ignore[attr-defined]
+        assert isinstance(ds, ChangeChipDataset)
+        return list(ds.sources)
+
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         options: dict[str, Any] = {}
         if shuffle:
-            options["generator"] = torch.Generator().manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self.seed)
+            sources = self.sources(split)
+            if self.balance_sources and len(set(sources)) > 1:
+                weights = torch.as_tensor(source_weights(sources, self.source_shares))
+                options["sampler"] = WeightedRandomSampler(weights, len(sources), replacement=True, generator=generator)
+                shuffle = False
+            else:
+                options["generator"] = generator
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size,

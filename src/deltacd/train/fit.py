@@ -263,6 +263,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
                 num_workers=cfg.num_workers,
                 seed=cfg.seed,
                 max_train_chips=cfg.max_train_chips,
+                crop_size=cfg.crop_size,
+                balance_sources=cfg.balance_sources,
+                source_shares=cfg.source_shares,
             )
             data.setup("fit")
             sizes = data.sizes()
@@ -286,6 +289,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
                 normalisation=cfg.normalisation,
                 augment=cfg.augment,
                 ignore_index=manifest.ignore_index,
+                val_sources=data.sources("val") if cfg.validation == "per_source" else (),
             )
             if cfg.normalisation == "encoder":
                 _warn_if_far(mean, std, task, bands)
@@ -384,6 +388,8 @@ def _summaries(
         "max_epochs": cfg.epochs,
         "best_val_f1": _finite_or_none(best_val_f1),
         "val_threshold": threshold,
+        "validation": cfg.validation,
+        "val_f1_per_source": dict(task.val_f1_per_source),
         "val_at_0.5": _prefixed(val, "val_"),
         "test": test_scores,
         "minutes": round(minutes, 3),

@@ -144,6 +144,12 @@ class ChangeDetectionTask(L.LightningModule):
         ``AugmentConfig`` options for training batches (None: no augmentation).
     ignore_index
         Label value of unlabelled pixels: out of the loss, the metrics and the histogram.
+    val_sources
+        Names of the sources of the validation chips (batches carry each chip's ``"source"``).
+        With two or more, the threshold and the validation F1 that picks the epoch are
+        :meth:`best_threshold_per_source`: the F1 of each source at one common threshold,
+        averaged, so that the source with most validation pixels cannot choose alone. Empty
+        or one source: the pooled F1 (:meth:`best_threshold`).
     """
 
     def __init__(
@@ -169,6 +175,7 @@ class ChangeDetectionTask(L.LightningModule):
         normalisation: Literal["dataset", "encoder"] = "dataset",
         augment: dict[str, Any] | None = None,
         ignore_index: int = 255,
+        val_sources: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not (len(bands) == len(mean) == len(std)) or not bands:
@@ -192,9 +199,13 @@ class ChangeDetectionTask(L.LightningModule):
         self.configure_losses()
         self.configure_metrics()
         self.augment = _build_augmentation(augment, ignore_index=ignore_index)
-        self._val_hist: ScoreHistogram | None = None
-        #: F1 at the chosen threshold on the last validation epoch (NaN when undefined).
+        self._val_hist: dict[str, ScoreHistogram] | None = None
+        self.val_sources = tuple(sorted(set(val_sources)))
+        #: F1 at the chosen threshold on the last validation epoch (NaN when undefined); the
+        #: mean over sources when the validation has several.
         self.val_f1_best = math.nan
+        #: F1 per validation source at the chosen threshold (last validation epoch).
+        self.val_f1_per_source: dict[str, float] = {}
 
     # -- configuration --------------------------------------------------------------------
 
@@ -405,7 +416,16 @@ class ChangeDetectionTask(L.LightningModule):
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, batch_size=n, sync_dist=stage != "train")
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n)
         if stage == "val" and self._val_hist is not None:
-            self._val_hist.update(prob.detach().cpu().numpy(), label.cpu().numpy())
+            prob_np, label_np = prob.detach().cpu().numpy(), label.cpu().numpy()
+            sources = batch.get("source")
+            if len(self._val_hist) > 1 and sources is not None:
+                names = np.asarray(sources)
+                for name in set(sources):
+                    if name in self._val_hist:
+                        pick = names == name
+                        self._val_hist[name].update(prob_np[pick], label_np[pick])
+            else:
+                self._val_hist["all"].update(prob_np, label_np)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -424,19 +444,25 @@ class ChangeDetectionTask(L.LightningModule):
     # -- validation threshold --------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
-        self._val_hist = ScoreHistogram(ignore_value=self.hparams.ignore_index)
+        names = self.val_sources if len(self.val_sources) > 1 else ("all",)
+        self._val_hist = {name: ScoreHistogram(ignore_value=self.hparams.ignore_index) for name in names}
 
     def on_validation_epoch_end(self) -> None:
-        hist = self._val_hist
+        hists = self._val_hist
         self._val_hist = None
-        if hist is None:
+        if hists is None:
             return
         if self.trainer.world_size > 1:
-            # every device saw its own share of the validation chips: add the counts
-            for name in ("pos_hist", "neg_hist"):
-                counts = torch.as_tensor(getattr(hist, name), device=self.device)
-                setattr(hist, name, self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy().astype(np.int64))
-        threshold, f1 = self.best_threshold(hist)
+            # every device saw its own share of the validation chips: add the counts (the same
+            # sources in the same order on every device, so the collective calls match)
+            for hist in hists.values():
+                for name in ("pos_hist", "neg_hist"):
+                    counts = torch.as_tensor(getattr(hist, name), device=self.device)
+                    setattr(hist, name, self.trainer.strategy.reduce(counts, reduce_op="sum").cpu().numpy().astype(np.int64))
+        if len(hists) > 1:
+            threshold, f1, self.val_f1_per_source = self.best_threshold_per_source(hists)
+        else:
+            threshold, f1 = self.best_threshold(hists["all"])
         if self.trainer.sanity_checking:
             return
         if math.isnan(f1):
@@ -464,6 +490,25 @@ class ChangeDetectionTask(L.LightningModule):
             return math.nan, math.nan
         i = int(np.nanargmax(f1))
         return float(curve.thresholds[1:][i]), float(f1[i])
+
+    @staticmethod
+    def best_threshold_per_source(hists: dict[str, ScoreHistogram]) -> tuple[float, float, dict[str, float]]:
+        """The threshold that maximises the mean over sources of each source's F1, that mean, and each F1.
+
+        A source whose F1 is undefined at a threshold (no changed pixel, none predicted) is left
+        out of the mean there. Threshold 0 is excluded, as in :meth:`best_threshold`.
+        ``(nan, nan, {})`` when the mean is undefined at every threshold.
+        """
+        curves = {name: hist.pr_curve() for name, hist in hists.items()}
+        edges = next(iter(curves.values())).thresholds[1:]
+        f1 = np.stack([c.f1[1:] for c in curves.values()])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # mean of an all-NaN column
+            mean = np.nanmean(f1, axis=0)
+        if np.isnan(mean).all():
+            return math.nan, math.nan, {}
+        i = int(np.nanargmax(mean))
+        return float(edges[i]), float(mean[i]), {name: float(c.f1[1:][i]) for name, c in curves.items()}
 
     def on_test_start(self) -> None:
         # test metrics at the validation-chosen threshold

