@@ -615,28 +615,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_robustness)
 
-    p = sub.add_parser("benchmark", parents=[common], help="benchmark protocols (few-label learning curves)", description=(
+    p = sub.add_parser("benchmark", parents=[common], help="benchmark protocols (few-label learning curves, the torchgeo peer)", description=(
         "Benchmark protocols a user can rerun on their own data."))
     bench = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK", parser_class=_Parser)
-    q = bench.add_parser("few-label", parents=[common], help="F1 against the number of labelled training chips", description=(
-        "Train every arm (scratch, ImageNet encoder, TinyCD-pretrained, single-date STAR labels) on N labelled chips "
-        "for each N and seed, add zero-shot, and score them on the test groups. CONFIG is a YAML file with the fields "
-        "of deltacd.benchmark.FewLabelConfig (examples/benchmark_few_label.yaml; examples/benchmark_few_label_cpu.yaml "
-        "for a 2-core CPU). Writes few_label.csv, few_label_summary.csv, few_label.md, few_label.png, few_label.json."))
-    q.add_argument("config", metavar="CONFIG", help="benchmark YAML file")
-    q.add_argument("-o", "--out", required=True, help="output folder")
-    q.add_argument("--overwrite", action="store_true")
-    q.set_defaults(func=cmd_benchmark_few_label)
-    q = bench.add_parser("peers", parents=[common], help="deltacd against torchgeo's ChangeDetectionTask, same chips and budget",
-                         description=(
-        "The few-label protocol with arms of kind torchgeo (ChangeDetectionTask fcsiamdiff / fcsiamconc / unet) beside "
-        "deltacd's (kind recipe: deltacd train's defaults): the same chips, steps, batch, seeds and threads, scored the "
-        "same way (examples/benchmark_peers_cpu.yaml). Needs torchgeo (pip install 'deltacd[bench]'). Same outputs as "
-        "few-label."))
-    q.add_argument("config", metavar="CONFIG", help="benchmark YAML file")
-    q.add_argument("-o", "--out", required=True, help="output folder")
-    q.add_argument("--overwrite", action="store_true")
-    q.set_defaults(func=cmd_benchmark_few_label)
+    protocols = {
+        "few-label": ("F1 against the number of labelled training chips",
+                      "Train every arm (scratch, ImageNet encoder, TinyCD-pretrained, single-date STAR labels) on N labelled "
+                      "chips for each N and seed, add zero-shot, and score them on the test groups. CONFIG is a YAML file with "
+                      "the fields of deltacd.benchmark.FewLabelConfig (examples/benchmark_few_label.yaml; "
+                      "examples/benchmark_few_label_cpu.yaml for a 2-core CPU). Writes few_label.csv, few_label_summary.csv, "
+                      "few_label.md, few_label.png, few_label.json."),
+        "peers": ("deltacd against torchgeo's ChangeDetectionTask, same chips and budget",
+                  "The few-label protocol with arms of kind torchgeo (ChangeDetectionTask fcsiamdiff / fcsiamconc / unet) "
+                  "beside deltacd's (kind recipe: deltacd train's defaults): the same chips, steps, batch, seeds and threads, "
+                  "scored the same way (examples/benchmark_peers_cpu.yaml). Needs torchgeo (pip install 'deltacd[bench]'). "
+                  "Same outputs as few-label."),
+    }
+    for name, (summary, description) in protocols.items():
+        q = bench.add_parser(name, parents=[common], help=summary, description=description)
+        q.add_argument("config", metavar="CONFIG", help="benchmark YAML file")
+        q.add_argument("-o", "--out", required=True, help="output folder")
+        q.add_argument("--overwrite", action="store_true")
+        q.set_defaults(func=cmd_benchmark_few_label)
 
     p = sub.add_parser("damage", parents=[common], help="grade the damage of every building between two images", description=(
         "Grade every building between a pre-event BEFORE and a post-event AFTER image (0 no damage, 1 minor, 2 major, "
