@@ -879,6 +879,19 @@ def _train_values(cfg: FewLabelConfig, plan: _Plan, view: Path, epochs: int, k: 
     return values
 
 
+def _train_defaults() -> dict[str, Any]:
+    """Every default of :class:`deltacd.train.TrainConfig` (and of its nested settings), JSON-ready."""
+    from dataclasses import MISSING, fields
+
+    from deltacd.train.config import TrainConfig
+
+    out: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        value = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
+        out[f.name] = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    return json.loads(json.dumps(out, default=str))
+
+
 def _pos_weight(cfg: FewLabelConfig, balance: dict[str, int]) -> float:
     setting = cfg.loss.get("pos_weight", 1.0)
     if setting != "auto":
@@ -911,6 +924,8 @@ def _run_one(cfg: FewLabelConfig, plan: _Plan, val_root: Path, tests: dict[str, 
                 "loss": cfg.loss, "augment": cfg.augment, "precision": cfg.precision, "device": cfg.device,
                 "tinycd": str(cfg.tinycd_checkpoint), "tests": {g: [c.id for c in chips] for g, chips in tests.items()},
                 "seed": plan.seed, "format": RESULT_FORMAT}
+    if plan.arm.kind == "recipe":  # its settings are deltacd train's defaults: a changed default is a new run
+        settings["train_defaults"] = _train_defaults()
     fingerprint = _fingerprint(settings)
     result_file = plan.run_dir / "result.json"
     if result_file.is_file():

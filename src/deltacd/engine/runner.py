@@ -107,7 +107,7 @@ def check_tile_memory(method: ChangeMethod, *, tile_size: int | None, batch_size
     if free is not None and need > 0.8 * free:
         raise InputError(
             f"tile_size: {tile_size or method.tile_size} px tiles in batches of {batch_size} need about {need / 1e9:.1f} GB with "
-            f"{method.name}, more than the {free / 1e9:.1f} GB free here; use a smaller --tile-size "
+            f"{method.name}, more than 80 % of the {free / 1e9:.1f} GB free here; use a smaller --tile-size "
             "(512 is a good default) or --batch-size"
         )
 
