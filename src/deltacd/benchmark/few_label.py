@@ -28,6 +28,13 @@ Arms (``kind``)
         ``examples/dataset_single_date.yaml``), with the imagenet arm's network. ``N`` counts
         *single-date* labelled chips (one label per chip instead of a change label on a pair):
         see :func:`draw_single_date_chips` for how the pairs among them are chosen.
+    ``recipe``
+        ``deltacd train`` with its own defaults (the default recipe, :mod:`deltacd.train.recipes`)
+        plus the arm's ``train`` settings: only the data, the steps, the batch and the seed are the
+        benchmark's.
+    ``torchgeo``
+        The peer: torchgeo's ``ChangeDetectionTask`` on the same chips and budget
+        (:mod:`deltacd.benchmark.peers`; ``deltacd benchmark peers``).
     ``zero_shot``
         Cosine distance of frozen ImageNet features, Otsu threshold per test crop (what
         ``deltacd detect --method zero-shot`` does): no label at all, one row (``n_chips`` 0,
