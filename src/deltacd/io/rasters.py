@@ -395,10 +395,13 @@ def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
 
 
 #: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
-#: read, so memory would grow with the scene up to that cap; 512 MB keeps the peak flat (under
-#: 1 GB, benchmarks/scale.py) while the score and mask still fit in the cache on 10 000 px
-#: scenes (smaller caches slow the mask and COG stages). A GDAL_CACHEMAX set in the environment wins.
-GDAL_CACHE_MB = 512
+#: read, so memory would grow with the scene up to that cap. Since the engine reads tiles in a
+#: thread pool (each thread with its own datasets) the cache's resident cost is about twice its
+#: cap: peak 2.2 GB at 10 000 px and 2.8 GB at 20 000 px with 512 MB, 1.2 GB and 1.5 GB with
+#: 128 MB, for the same wall time (27 vs 29 s, 82 vs 84 s; CVA, benchmarks/throughput.py): the
+#: reads are one pass in scene order, which a larger cache does not speed up. A GDAL_CACHEMAX set
+#: in the environment wins.
+GDAL_CACHE_MB = 128
 
 
 def gdal_env():
