@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -457,3 +458,12 @@ def test_siamese_unet_with_encoder_spec_rebuilds_from_json_kwargs() -> None:
         assert torch.equal(trained(x, y), rebuilt(x, y))
     with pytest.raises(InputError, match="not both"):
         SiameseUNet(in_channels=4, encoder_spec="timm:resnet18", encoder=rebuilt.encoder)
+
+
+def test_torchgeo_encoder_without_torchgeo_names_the_extra(monkeypatch) -> None:
+    from deltacd.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "torchgeo", None)  # as if not installed: import raises ImportError
+    monkeypatch.setitem(sys.modules, "torchgeo.models", None)
+    with pytest.raises(MissingDependencyError, match=r"torchgeo is not installed; pip install 'deltacd\[bench\]'"):
+        build_encoder("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO", in_channels=13)

@@ -61,7 +61,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from deltacd.errors import InputError, OfflineError
+from deltacd.errors import InputError, MissingDependencyError, OfflineError
 from deltacd.io.bands import canonical
 from deltacd.models.encoders.weights import (
     SENTINEL2_COLOURS,
@@ -471,7 +471,10 @@ def _build_torchgeo(
     bands: tuple[str, ...] | None,
     key_map: KeyMap | None,
 ) -> Encoder:
-    import torchgeo.models as tgm
+    try:
+        import torchgeo.models as tgm
+    except ImportError:  # torchgeo is in the bench extra, not a dependency of the runtime
+        raise MissingDependencyError(f"encoder {spec!r}: torchgeo is not installed; pip install 'deltacd[bench]'") from None
     import torchvision
 
     try:
