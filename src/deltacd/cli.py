@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from deltacd import __version__
+from deltacd.config import read_yaml
 from deltacd.errors import DeltacdError, InputError
 
 log = logging.getLogger("deltacd")
@@ -98,15 +99,9 @@ class _Bars:
 def _load_config(path: str | None) -> dict:
     if path is None:
         return {}
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: no such config file; check the path")
-    try:
-        values = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{file}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+    values = read_yaml(path, what="config file")
     if not isinstance(values, dict):
-        raise InputError(f"{file}: expected a mapping of settings (key: value); got {type(values).__name__}")
+        raise InputError(f"{path}: expected a mapping of settings (key: value); got {type(values).__name__}")
     return values
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import yaml
 from pydantic import (
     ConfigDict,
     Field,
@@ -23,7 +24,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
-from deltacd.errors import InputError
+from deltacd.errors import InputError, MissingInputError
 
 #: Every options class of deltacd forbids unknown keys, so a misspelt setting is an error, not a no-op.
 STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -148,6 +149,25 @@ class DetectOptions:
 T = TypeVar("T")
 
 _UNION_BRANCH = re.compile(r"^(float|int|str|bool|none|dict|list|tuple|path|constrained-[a-z]+|[a-z-]+\[.*\])$")
+
+
+def read_yaml(path: str | Path, *, what: str) -> Any:
+    """What the YAML file ``path`` holds (``{}`` when it is empty), for every configuration file of deltacd.
+
+    Raises
+    ------
+    MissingInputError
+        No such file: ``"PATH: no such WHAT; check the path"``.
+    InputError
+        Not valid YAML: the parser's first line and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no such {what}; check the path")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
 
 
 def build_options(cls: type[T], values: dict[str, Any], *, source: str = "options") -> T:

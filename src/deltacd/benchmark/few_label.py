@@ -110,11 +110,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from deltacd.config import STRICT, build_options
+from deltacd.config import STRICT, build_options, read_yaml
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.outputs import check_output, staged_output
 from deltacd.io.records import write_json
@@ -320,14 +319,8 @@ def load_few_label_config(source: FewLabelConfig | dict[str, Any] | str | Path) 
         cfg = source
     else:
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.is_file():
-                raise MissingInputError(f"{path}: no such few-label benchmark config file; check the path")
-            try:
-                values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
-            where = str(path)
+            values = read_yaml(source, what="few-label benchmark config file")
+            where = str(source)
         else:
             values = source
         if not isinstance(values, dict):

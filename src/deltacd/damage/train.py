@@ -57,7 +57,7 @@ from rasterio.windows import Window
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-from deltacd.config import STRICT, build_options
+from deltacd.config import STRICT, build_options, read_yaml
 from deltacd.damage.grades import GRADES, map_grades
 from deltacd.damage.methods import read_chip
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
@@ -176,14 +176,8 @@ def load_damage_config(source: str | Path | dict[str, Any] | DamageTrainConfig) 
         return source
     where = "damage train config"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise MissingInputError(f"{path}: no such training config file; check the path")
-        try:
-            source = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
-        where = str(path)
+        where = str(source)
+        source = read_yaml(source, what="training config file")
     if not isinstance(source, dict):
         raise InputError(f"{where}: expected a mapping of settings; got {type(source).__name__}")
     cfg = build_options(DamageTrainConfig, source, source=where)

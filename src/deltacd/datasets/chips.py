@@ -39,16 +39,15 @@ from typing import Annotated, Any
 
 import numpy as np
 import rasterio
-import yaml
 from pydantic import Field, NonNegativeInt, PositiveInt, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from deltacd.config import STRICT, build_options
+from deltacd.config import STRICT, build_options, read_yaml
 from deltacd.datasets.manifest import CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips
 from deltacd.datasets.sources import OpenedSource, Scene, SourceConfig, open_source
-from deltacd.errors import InputError, MissingInputError
+from deltacd.errors import InputError
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.records import write_json
 
@@ -138,12 +137,7 @@ def load_config(config: DatasetConfig | dict[str, Any] | str | Path) -> DatasetC
     elif isinstance(config, (str, Path)):
         where = str(config)
         path = Path(config)
-        if not path.is_file():
-            raise MissingInputError(f"{path}: no such dataset configuration file; check the path")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        values = read_yaml(path, what="dataset configuration file")
         if not isinstance(values, dict):
             raise InputError(f"{path}: expected a mapping of settings (sources:, chip_size: ...), got {type(values).__name__}")
         cfg = build_options(DatasetConfig, values, source=where)

@@ -47,10 +47,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from deltacd.config import STRICT, build_options
+from deltacd.config import STRICT, build_options, read_yaml
 from deltacd.errors import InputError, MissingInputError
 
 #: The steps a study can run, in the order they run.
@@ -138,12 +137,7 @@ def load_study(source: str | Path | dict[str, Any]) -> StudyConfig:
         values, base, where = dict(source), Path.cwd(), "study"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise MissingInputError(f"{path}: no such study file; check the path")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        values = read_yaml(path, what="study file")
         if not isinstance(values, dict):
             raise InputError(f"{path}: a study file is a mapping (name, output, inputs, steps); got {type(values).__name__}")
         base, where = path.resolve().parent, str(path)

@@ -25,11 +25,10 @@ from dataclasses import asdict, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic.dataclasses import dataclass
 
-from deltacd.config import STRICT, build_options
+from deltacd.config import STRICT, build_options, read_yaml
 from deltacd.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
@@ -399,14 +398,8 @@ def load_train_config(source: str | Path | dict[str, Any] | TrainConfig) -> Trai
         return check_config(source)
     where = "train config"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise MissingInputError(f"{path}: no such training config file; check the path")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
-        where = str(path)
+        values = read_yaml(source, what="training config file")
+        where = str(source)
     else:
         values = source
     if not isinstance(values, dict):
