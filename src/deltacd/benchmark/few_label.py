@@ -950,6 +950,7 @@ def _run_one(cfg: FewLabelConfig, plan: _Plan, val_root: Path, tests: dict[str, 
             view, model=plan.arm.model_config(), epochs=epochs, batch_size=cfg.batch_size, lr=plan.arm.lr or cfg.lr,
             seed=plan.seed, threads=cfg.threads, device=cfg.device, bands=bands)
         val_f1, checkpoint = math.nan, None
+        pos_weight = 1.0  # torchgeo's BCE is given no positive weight
     else:
         values = _train_values(cfg, plan, view, epochs, k, pos_weight)
         started = time.perf_counter()
@@ -961,6 +962,7 @@ def _run_one(cfg: FewLabelConfig, plan: _Plan, val_root: Path, tests: dict[str, 
         method.select_bands(bands)
         predict, threshold = method.predict, float(method.spec.threshold)
         val_f1, checkpoint = result.best_val_f1, result.checkpoint
+        pos_weight = float(method.spec.training["loss"]["pos_weight"])  # what the training used (a recipe arm: its own)
     rows = []
     for group, chips in tests.items():
         pairs = [(p > threshold, c.label) for p, c in zip(predict_chips(predict, chips), chips, strict=True)]
