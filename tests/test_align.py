@@ -5,9 +5,11 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from conftest import write_geotiff
 from deltacd.errors import InputError
@@ -163,3 +165,53 @@ def test_pleiades_rpc_crops_are_orthorectified_onto_one_utm_grid(data_dir, tmp_p
         assert window.valid.mean() > 0.9
         # Real image content, not a warp of a few pixels: plenty of distinct values.
         assert len(np.unique(window.before[0][window.valid])) > 1000
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((2, 36, 48), 4), ((2, 37, 53), 4), ((1, 1030, 7), 9)])
+def test_decimated_read_is_the_exact_cell_mean(tmp_path, shape, factor):
+    """The coarse views (co-registration, quicklook) average factor x factor cells, partial ones at the edges."""
+    from deltacd.prepare.align import _block_mean
+
+    values = np.random.default_rng(0).integers(0, 4096, shape, dtype="uint16")
+    path = write_geotiff(tmp_path / "a.tif", values)
+    expected = np.empty((shape[0], -(-shape[1] // factor), -(-shape[2] // factor)))
+    for r in range(expected.shape[1]):
+        for c in range(expected.shape[2]):
+            expected[:, r, c] = values[:, r * factor:(r + 1) * factor, c * factor:(c + 1) * factor].mean(axis=(1, 2))
+    image = open_image(path)
+    with image.files[0].open() as src:
+        got = _block_mean(src, image.files[0], list(range(1, shape[0] + 1)), Window(0, 0, shape[2], shape[1]), factor)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_a_grid_shifted_by_a_fraction_of_a_pixel_reads_as_gdal_warps_it(tmp_path, nodata):
+    """Date 2 on a shifted grid is warped in memory window by window: GDAL WarpedVRT's values and validity."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    from deltacd.prepare.align import _FileReader
+
+    values = np.random.default_rng(1).integers(1, 4096, (3, 300, 260), dtype="uint16")
+    if nodata is not None:
+        values[:, 100:110, 50:70] = nodata
+    before = write_geotiff(tmp_path / "before.tif", np.ones((3, 300, 260), "uint16"))
+    after = write_geotiff(tmp_path / "after.tif", values, nodata=nodata,
+                          transform=Affine(0.5, 0, 574000.0 + 0.37 * 0.5, 0, -0.5, 6280000.0 - 0.61 * 0.5))
+    with align_pair(open_image(before), open_image(after)) as pair:
+        grid = pair.grid
+    image = open_image(after)
+    reader = _FileReader(image.files[0], grid)
+    reader.open()
+    assert reader._translated
+    with rasterio.open(after) as src:
+        options = {"add_alpha": True} if nodata is None else {"nodata": nodata}
+        with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                       resampling=Resampling.bilinear, **options) as vrt:
+            for window in [Window(0, 0, 64, 64), Window(40, 90, 64, 64), Window(grid.width - 50, grid.height - 40, 50, 40),
+                           Window(0, 0, grid.width, grid.height)]:
+                data, valid = reader.read([1, 2, 3], window)
+                np.testing.assert_array_equal(data, vrt.read([1, 2, 3], window=window, out_dtype="float32"))
+                np.testing.assert_array_equal(valid, np.all(vrt.read_masks([1, 2, 3], window=window) > 0, axis=0))
+    assert reader._read_translated([1, 2, 3], Window(40, 90, 64, 64)) is not None  # an inner window takes the fast path
+    reader.close()

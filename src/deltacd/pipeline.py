@@ -294,8 +294,7 @@ def detect(
                             values, spread = values
                             uncertainty.write(window, spread)
                         score.write(window, values)
-                        hist.update(values)
-                        valid_pixels += int(np.isfinite(values).sum())
+                        valid_pixels += hist.update(values)
                 threshold, rule = _threshold(method, hist, opts.threshold)
                 # the score's COG is written by GDAL's threads while polygons and mask are made from it
                 score.seal()
@@ -436,9 +435,8 @@ def _write_mask(path: Path, grid: Grid, regions: ChangeRegions, read_score: Call
     changed = 0
     with RasterWriter(path, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
                       overview_resampling="nearest") as mask:
-        for done, (window, values) in enumerate(change_mask_blocks(read_score, grid, regions), start=1):
-            changed += int(values.sum())
-            values[np.isnan(read_score(window))] = MASK_NODATA
+        for done, (window, values) in enumerate(change_mask_blocks(read_score, grid, regions, MASK_NODATA), start=1):
+            changed += int(np.count_nonzero(values == 1))
             mask.write(window, values)
             if progress is not None:
                 progress(done, len(regions.blocks))

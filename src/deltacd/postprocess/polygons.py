@@ -52,11 +52,11 @@ def _block_mask(read: ScoreReader, grid: Grid, window: Window, threshold: float,
     """Thresholded, cleaned mask and score of ``window``; morphology sees ``radius`` px beyond it."""
     if radius == 0:
         score = read(window)
-        return np.nan_to_num(score, nan=-np.inf) > threshold, score
+        return score > threshold, score  # NaN (no data) compares False
     padded = Window(window.col_off - radius, window.row_off - radius, window.width + 2 * radius, window.height + 2 * radius)
     padded = padded.intersection(grid.full_window)
     score = read(padded)
-    mask = np.nan_to_num(score, nan=-np.inf) > threshold
+    mask = score > threshold
     footprint = disk(radius)
     mask = ndimage.binary_closing(ndimage.binary_opening(mask, footprint), footprint)
     r0, c0 = int(window.row_off - padded.row_off), int(window.col_off - padded.col_off)
@@ -89,11 +89,44 @@ def _blocks(grid: Grid, block_size: int) -> list[Window]:
     ]
 
 
-def _labelled(read: ScoreReader, grid: Grid, window: Window, threshold: float, cleanup: CleanUp):
-    """Labels (4-connected) of the block's cleaned mask, its score, pixel counts and which labels touch an inner edge."""
+@dataclass
+class _BlockLabels:
+    """The 4-connected regions of one block's cleaned mask.
+
+    ``labels`` [h, w] int32 (0 outside); ``score`` [h, w] the block's score; ``inside`` [h, w]
+    bool, ``labels > 0``; ``region`` and
+    ``region_score``: the label and score of each inside pixel (score NaN -> 0); ``counts`` and
+    ``edge`` [n + 1]: pixels per label and whether it touches an inner block edge (index 0 unused).
+    Per-pixel work is done on the inside pixels only (a few % of the block) wherever it can be.
+    """
+
+    labels: np.ndarray
+    score: np.ndarray
+    inside: np.ndarray
+    region: np.ndarray
+    region_score: np.ndarray
+    counts: np.ndarray
+    edge: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.counts) - 1
+
+    def mask_of(self, keep: np.ndarray) -> np.ndarray:
+        """uint8 [h, w]: 1 on the pixels whose label ``keep`` [n + 1] marks."""
+        out = np.zeros(self.labels.shape, dtype=np.uint8)
+        out[self.inside] = keep[self.region]
+        return out
+
+
+def _labelled(read: ScoreReader, grid: Grid, window: Window, threshold: float, cleanup: CleanUp) -> _BlockLabels:
+    """The labelled regions of the block's cleaned mask (:class:`_BlockLabels`)."""
     mask, score = _block_mask(read, grid, window, threshold, cleanup.morphology_radius_px)
-    labels, n = ndimage.label(mask)  # 4-connectivity, as rasterio.features.shapes
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    labels, n = ndimage.label(mask, output=np.int32)  # 4-connectivity, as rasterio.features.shapes
+    inside = labels > 0
+    region, region_score = labels[inside], score[inside]
+    region_score[np.isnan(region_score)] = 0.0  # a closing can take in no-data pixels
+    counts = np.bincount(region, minlength=n + 1)
     edge = np.zeros(n + 1, dtype=bool)
     h, w = labels.shape
     if window.row_off > 0:
@@ -105,7 +138,29 @@ def _labelled(read: ScoreReader, grid: Grid, window: Window, threshold: float, c
     if window.col_off + w < grid.width:
         edge[labels[:, -1]] = True
     edge[0] = False
-    return labels, n, score, counts, edge
+    return _BlockLabels(labels, score, inside, region, region_score, counts, edge)
+
+
+def _polygons(found: Iterator[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and shapely polygons of :func:`rasterio.features.shapes`' GeoJSON output.
+
+    Built in one vectorised call per kind (rings, then polygons) rather than one
+    ``shapely.geometry.shape`` per polygon, whose per-vertex Python loop cost more than the
+    polygonisation itself.
+    """
+    labels, coords, ring_of, polygon_of = [], [], [], []
+    ring = 0
+    for i, (geom, value) in enumerate(found):
+        labels.append(int(value))
+        for points in geom["coordinates"]:
+            coords.append(np.asarray(points, dtype=np.float64))
+            ring_of.append(np.full(len(points), ring))
+            polygon_of.append(i)
+            ring += 1
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    rings = shapely.linearrings(np.concatenate(coords), indices=np.concatenate(ring_of))
+    return np.asarray(labels), shapely.polygons(rings, indices=np.asarray(polygon_of))
 
 
 def change_regions(
@@ -124,23 +179,21 @@ def change_regions(
     blocks = _blocks(grid, block_size)
     pixel_area = grid.pixel_area_m2
     for done, window in enumerate(blocks, start=1):
-        labels, n, score, counts, edge = _labelled(read, grid, window, threshold, cleanup)
-        if n:
-            finite = np.nan_to_num(score, nan=0.0)
-            inside = labels > 0
-            sums = np.bincount(labels[inside], weights=finite[inside], minlength=n + 1)[1:]
+        block = _labelled(read, grid, window, threshold, cleanup)
+        if block.n:
+            n, counts, edge = block.n, block.counts, block.edge
+            sums = np.bincount(block.region, weights=block.region_score, minlength=n + 1)[1:]
             maxima = np.full(n + 1, -np.inf)
-            np.maximum.at(maxima, labels[inside], finite[inside])  # O(n), unlike ndimage.maximum's sort
+            np.maximum.at(maxima, block.region, block.region_score)  # O(n), unlike ndimage.maximum's sort
             maxima = maxima[1:]
-            # Regions below the minimum mapping unit that cannot grow across a block edge are dropped
-            # before vectorising: building a polygon per speck dominated the cost of this stage.
+            # Regions below the minimum mapping unit that cannot grow across a block edge are left out
+            # of the vectorisation (masked): building a polygon per speck dominated this stage's cost.
             keep = edge | (counts * pixel_area >= cleanup.min_area_m2)
             keep[0] = False
-            labels[~keep[labels]] = 0
-            transform = grid.window_transform(window)
-            for geom, value in shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4, transform=transform):
-                label = int(value)
-                piece = (shapely.geometry.shape(geom), int(counts[label]), float(sums[label - 1]), float(maxima[label - 1]))
+            found = shapes(block.labels, mask=block.mask_of(keep), connectivity=4, transform=grid.window_transform(window))
+            found_labels, geoms = _polygons(found)
+            for label, geom in zip(found_labels.tolist(), geoms, strict=True):
+                piece = (geom, int(counts[label]), float(sums[label - 1]), float(maxima[label - 1]))
                 if edge[label]:
                     open_pieces.append(piece)
                     open_ids.append((done - 1, label))
@@ -193,8 +246,11 @@ def vectorise_changes(
     return change_regions(read, grid, threshold, cleanup, block_size=block_size, progress=progress).polygons
 
 
-def change_mask_blocks(read: ScoreReader, grid: Grid, regions: ChangeRegions) -> Iterator[tuple[Window, np.ndarray]]:
-    """uint8 blocks of the change mask: 1 on the pixels of ``regions``' polygons, 0 elsewhere.
+def change_mask_blocks(
+    read: ScoreReader, grid: Grid, regions: ChangeRegions, nodata: int | None = None,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """uint8 blocks of the change mask: 1 on the pixels of ``regions``' polygons, 0 elsewhere, and
+    ``nodata`` (when given) where the score is NaN.
 
     The blocks' labels are computed again exactly as :func:`change_regions` computed them and
     mapped through which regions it kept: the same pixels as rasterising the polygons with the
@@ -202,12 +258,15 @@ def change_mask_blocks(read: ScoreReader, grid: Grid, regions: ChangeRegions) ->
     """
     pixel_area = grid.pixel_area_m2
     for b, window in enumerate(regions.blocks):
-        labels, n, _, counts, edge = _labelled(read, grid, window, regions.threshold, regions.cleanup)
-        keep = ~edge & (counts * pixel_area >= regions.cleanup.min_area_m2)
+        block = _labelled(read, grid, window, regions.threshold, regions.cleanup)
+        keep = ~block.edge & (block.counts * pixel_area >= regions.cleanup.min_area_m2)
         if b in regions.kept_edge:
             keep[regions.kept_edge[b]] = True
         keep[0] = False
-        yield window, keep[labels].astype(np.uint8)
+        mask = block.mask_of(keep)
+        if nodata is not None:
+            mask[np.isnan(block.score)] = nodata
+        yield window, mask
 
 
 def _merge_across_blocks(
