@@ -43,6 +43,7 @@ from affine import Affine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from deltacd.io.rasters import GDAL_CACHE_MB  # noqa: E402
 from scale import source_tiles, write_mosaic  # noqa: E402
 
 CHILD = r'''
@@ -318,7 +319,7 @@ def main() -> int:
     (args.out / "throughput.json").write_text(json.dumps({"rows": rows, "learned": learned, "load_at_start": load,
                                                           "machine": platform.platform(), "cpus": os.cpu_count()}, indent=1))
     lines = [f"Throughput ({platform.platform()}, {os.cpu_count()} CPUs, load {load:.1f} at start; GDAL_CACHEMAX 512 MB for "
-             f"plain, floor and before, deltacd's own default ({os.environ.get('GDAL_CACHEMAX', '128')} MB) for deltacd)", "",
+             f"plain, floor and before, deltacd's own default ({os.environ.get('GDAL_CACHEMAX', GDAL_CACHE_MB)} MB) for deltacd)", "",
              "| size | layout | method | pipeline | wall s | x plain | x floor | CPU s | peak MiB | read MB | polygons |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

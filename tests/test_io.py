@@ -118,3 +118,14 @@ def test_jpeg2000_input_reads_like_geotiff(tmp_path):
     assert image.crs == CRS.from_epsg(2154) and image.names == ("B", "G", "R", "N")
     with rasterio.open(jp2) as a, rasterio.open(tif) as b:
         np.testing.assert_array_equal(a.read(), b.read())  # lossless
+
+
+def test_the_run_block_cache_is_the_stated_megabytes(monkeypatch):
+    """rasterio.Env hands an integer GDAL_CACHEMAX to GDAL as bytes: the cap must be given in bytes."""
+    from rasterio.env import get_gdal_config
+
+    from deltacd.io.rasters import GDAL_CACHE_MB, gdal_env
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    with gdal_env():
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == GDAL_CACHE_MB * 1024 * 1024

@@ -395,15 +395,16 @@ def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:
 
 
 #: GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GiB machine) and fills as a scene is
-#: read, so memory would grow with the scene up to that cap. Since the engine reads tiles in a
-#: thread pool (each thread with its own datasets) the cache's resident cost is about twice its
-#: cap: peak 2.2 GB at 10 000 px and 2.8 GB at 20 000 px with 512 MB, 1.2 GB and 1.5 GB with
-#: 128 MB, for the same wall time (27 vs 29 s, 82 vs 84 s; CVA, benchmarks/throughput.py): the
-#: reads are one pass in scene order, which a larger cache does not speed up. A GDAL_CACHEMAX set
-#: in the environment wins.
-GDAL_CACHE_MB = 128
+#: read, so memory would grow with the scene up to that cap; capped here (a GDAL_CACHEMAX set in
+#: the environment wins). The engine reads each window once, in scene order, so a larger cache
+#: buys little: 10 000 px CVA took 21.1 / 18.7 / 20.4 s aligned and 24.9 / 24.9 / 25.3 s misaligned
+#: at 16 / 64 / 128 MB, peak 0.88 / 0.92-1.07 / 1.21-1.23 GB (benchmarks/throughput.py pairs).
+GDAL_CACHE_MB = 64
 
 
 def gdal_env():
     """GDAL settings of a run: the block cache capped at :data:`GDAL_CACHE_MB` unless the user set one."""
-    return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    # rasterio.Env hands an integer GDAL_CACHEMAX to GDAL as bytes (GDAL's environment variable reads
+    # small numbers as MB): a bare 128 was a 128-byte cache, which made every GDAL read uncached and
+    # rasterize() iterate its shapes once per scanline chunk (10.6 s instead of 0.7 s for a quicklook).
+    return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)

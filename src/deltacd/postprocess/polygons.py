@@ -94,9 +94,9 @@ class _BlockLabels:
     """The 4-connected regions of one block's cleaned mask.
 
     ``labels`` [h, w] int32 (0 outside); ``score`` [h, w] the block's score; ``inside`` [h, w]
-    bool, ``labels > 0``; ``region`` and
-    ``region_score``: the label and score of each inside pixel (score NaN -> 0); ``counts`` and
-    ``edge`` [n + 1]: pixels per label and whether it touches an inner block edge (index 0 unused).
+    bool, ``labels > 0``; ``region`` and ``region_score``: the label and score of each inside
+    pixel (score NaN -> 0); ``counts`` and ``edge`` [n + 1]: pixels per label and whether it
+    touches an inner block edge (index 0 unused).
     Per-pixel work is done on the inside pixels only (a few % of the block) wherever it can be.
     """
 

@@ -236,10 +236,9 @@ class _FileReader:
     shifted by a fraction of a pixel (same CRS and pixel size: the common "date 2 on a shifted
     grid"), the window's source pixels plus a 2 px margin read directly and warped in memory by
     GDAL's own bilinear kernel; through a WarpedVRT otherwise (another CRS or pixel size). The
-    in-memory warp gives the WarpedVRT's values and validity bit for bit (tested), and reads
-    each source block about once: per-thread WarpedVRTs re-read their source blocks from a small
-    GDAL cache (8x the bytes on the 10 000 px benchmark pair) and warped every band twice, once
-    for the values and once for the mask.
+    in-memory warp gives the WarpedVRT's values and validity bit for bit (tested) and reads only
+    the window's source pixels, where per-thread WarpedVRTs re-read their source blocks and
+    warped every band twice, once for the values and once for the mask.
     """
 
     file: BandFile
