@@ -191,13 +191,18 @@ def _fmt(b: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in b) + "]"
 
 
+def _same_pixel_size(f: BandFile, g: Grid) -> bool:
+    """Whether the file is georeferenced in the grid's CRS with the grid's pixel width and height."""
+    t = f.transform
+    return (t is not None and f.crs == g.crs
+            and math.isclose(t.a, g.transform.a, rel_tol=1e-9) and math.isclose(t.e, g.transform.e, rel_tol=1e-9))
+
+
 def _offset_on_grid(f: BandFile, g: Grid) -> tuple[int, int] | None:
     """(col, row) of the grid origin in the file when the grid's pixels are the file's own pixels."""
+    if not _same_pixel_size(f, g):
+        return None
     t = f.transform
-    if t is None or f.crs != g.crs:
-        return None
-    if not (math.isclose(t.a, g.transform.a, rel_tol=1e-9) and math.isclose(t.e, g.transform.e, rel_tol=1e-9)):
-        return None
     col, row = (g.transform.c - t.c) / t.a, (g.transform.f - t.f) / t.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
@@ -210,10 +215,7 @@ def _offset_on_grid(f: BandFile, g: Grid) -> tuple[int, int] | None:
 def _translated_on_grid(f: BandFile, g: Grid, src) -> bool:
     """Whether the grid's pixels are the file's shifted by a fraction of a pixel, and the file's
     validity is its nodata value or all valid (no mask band to warp), integer values."""
-    t = f.transform
-    if t is None or f.crs != g.crs or t.b or t.d or g.transform.b or g.transform.d:
-        return False
-    if not (math.isclose(t.a, g.transform.a, rel_tol=1e-9) and math.isclose(t.e, g.transform.e, rel_tol=1e-9)):
+    if not _same_pixel_size(f, g) or f.transform.b or f.transform.d or g.transform.b or g.transform.d:
         return False
     kind = np.dtype(f.dtype)
     if kind.kind not in "ui":
