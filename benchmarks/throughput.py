@@ -215,8 +215,7 @@ def learned_rows(work: Path, size: int) -> list[dict]:
     rows = []
     for runtime in ("onnx", "torch"):
         model = LearnedModel.from_file(f"tinycd:{TINYCD}", device="cpu", runtime=runtime)
-        out = work / f"learned_{runtime}"
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        out = _fresh(work / f"learned_{runtime}")
         t = time.perf_counter()
         result = deltacd.detect(before, after, out, method_instance=model)
         pipeline = time.perf_counter() - t
@@ -238,6 +237,13 @@ def learned_rows(work: Path, size: int) -> list[dict]:
               f"ratio {pipeline / bare:.2f}  ({len(tiles)} tiles of {layout.height} px, overlap {layout.overlap})", flush=True)
         subprocess.run(["rm", "-rf", str(out)], check=True)
     return rows
+
+
+def _fresh(out: Path) -> Path:
+    """An output folder this run will create and remove; one already there is not ours to delete."""
+    if out.exists():
+        raise SystemExit(f"{out} already exists (a killed benchmark's output, or yours): remove it or give another --work")
+    return out
 
 
 def make_pair(folder: Path, size: int, layout: str, tiles: tuple[np.ndarray, np.ndarray]) -> tuple[Path, Path]:
@@ -306,8 +312,7 @@ def main() -> int:
                         continue
                     if kind in ("deltacd blocks", "deltacd dask 1", "deltacd dask 2") and layout != "aligned":
                         continue  # the scale-out rows: one layout is enough to show the overhead
-                    out = work / f"out_{size}_{layout}_{method}_{kind.replace(' ', '_').replace('(', '').replace(')', '')}"
-                    subprocess.run(["rm", "-rf", str(out)], check=True)
+                    out = _fresh(work / f"out_{size}_{layout}_{method}_{kind.replace(' ', '_').replace('(', '').replace(')', '')}")
                     result = run(kind, before, after, out, method, before_src)
                     rows.append({"size": size, "layout": layout, "method": method, "pipeline": kind, **result})
                     print(f"{size:6d} {layout:10s} {method:6s} {kind:18s} wall {result['wall']:7.1f} s  cpu {result['cpu']:7.1f} s  "
