@@ -219,3 +219,26 @@ def test_a_network_writes_its_uncertainty(data_dir, tmp_path):
     unsure = np.abs(probability - 0.5) < 0.1
     assert entropy[unsure].mean() > 0.9 > entropy[~unsure].mean()  # highest where the probability is near 0.5
     assert result.record["method"]["uncertainty"] is True and result.record["method"]["tta"] is True
+
+
+def test_quicklook_outlines_mark_the_cells_of_a_change_s_edge_pixels():
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.windows import Window
+
+    from deltacd.io.grid import Grid
+    from deltacd.report.quicklook import ChangeEdges
+
+    grid = Grid(CRS.from_epsg(2154), Affine(0.5, 0, 0, 0, -0.5, 0), 100, 100)
+    edges = ChangeEdges(grid, max_size=10)  # cells of 10 x 10 px
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:50, 30:60] = 1  # a 30 x 30 px change: its edge pixels lie in cells rows 2-4, columns 3-5
+    mask[0:5, 0:5] = 255  # no data is no change
+    for top, height in ((0, 40), (40, 60)):  # in two blocks, cut across the change
+        edges.add(Window(0, top, 100, height), mask[top:top + height])
+    ring = np.zeros((10, 10), bool)
+    ring[2:5, 3:6] = True
+    ring[3, 4] = False  # the change's inside: no outline there
+    np.testing.assert_array_equal(edges.cells, ring)
+    edges.add_pixels(Window(0, 40, 100, 60), np.array([55 * 100 + 95]))  # row 95, column 95
+    assert edges.cells[9, 9] and edges.cells.sum() == ring.sum() + 1

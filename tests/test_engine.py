@@ -15,7 +15,7 @@ from deltacd.engine.tiling import blend_weights, tile_offsets
 from deltacd.io.grid import Grid
 from deltacd.io.rasters import open_image
 from deltacd.methods.base import ChangeMethod
-from deltacd.postprocess.polygons import CleanUp, rasterise_changes, vectorise_changes
+from deltacd.postprocess.polygons import CleanUp, change_regions, rasterise_changes, rescue_pixels, vectorise_changes
 from deltacd.prepare.align import align_pair
 
 
@@ -132,3 +132,31 @@ def test_minimum_mapping_unit_and_morphology_remove_specks():
     assert len(by_morphology) == 1 and by_morphology["area_m2"].iloc[0] == pytest.approx(99.0)
     window = Window(0, 0, 100, 100)
     assert rasterise_changes(by_area, grid, window)[60, 60] == 0
+
+
+def test_mask_blocks_and_rescued_pixels_hold_exactly_the_polygons_pixels():
+    """The mask handed over block by block, completed with the pieces kept by the merge across blocks,
+    is the polygons' pixels after the minimum mapping unit; NaN scores are no data."""
+    rng = np.random.default_rng(7)
+    score = ndimage.gaussian_filter(rng.normal(size=(300, 260)), 2).astype(np.float32)
+    score[:20, :30] = np.nan
+    grid = Grid(CRS.from_epsg(2154), Affine(0.5, 0, 574000, 0, -0.5, 6280000), 260, 300)
+    read = lambda w: score[int(w.row_off): int(w.row_off + w.height), int(w.col_off): int(w.col_off + w.width)]  # noqa: E731
+    mask = np.full(score.shape, 7, dtype=np.uint8)
+
+    def write(window, values):
+        mask[int(window.row_off): int(window.row_off + window.height), int(window.col_off): int(window.col_off + window.width)] = values
+
+    cleanup = CleanUp(min_area_m2=5.0)  # 20 px: many regions cut by the 64 px blocks are smaller on one side
+    regions = change_regions(read, grid, 0.3, cleanup, block_size=64, mask_block=write, nodata=255)
+    assert regions.rescued, "the case must have pieces that wait for the merge"
+    rescued = rescue_pixels(lambda w: mask[int(w.row_off): int(w.row_off + w.height),
+                                           int(w.col_off): int(w.col_off + w.width)].copy(), write, regions.rescued)
+    expected = rasterise_changes(regions.polygons, grid, grid.full_window)
+    expected[np.isnan(score)] = 255
+    np.testing.assert_array_equal(mask, expected)
+    assert rescued == sum(len(p) for _, p in regions.rescued) > 0
+    # the same polygons as without a mask, and as one block over the whole scene
+    alone = vectorise_changes(read, grid, 0.3, cleanup, block_size=64)
+    whole = vectorise_changes(read, grid, 0.3, cleanup, block_size=512)
+    assert sorted(regions.polygons["pixels"]) == sorted(alone["pixels"]) == sorted(whole["pixels"])

@@ -168,7 +168,7 @@ def test_co_registration_reports_progress(scene_pair, tmp_path):
     before, after = scene_pair(shape=(512, 512))
     seen = set()
     deltacd.detect(before, after, tmp_path / "out", progress=lambda stage, done, total: seen.add(stage))
-    assert {"co-registration", "sampling", "detect", "polygons", "mask"} <= seen
+    assert {"co-registration", "sampling", "detect", "polygons and mask"} <= seen
 
 
 # --- faults: signals, missing extras, downloads -------------------------------------------------

@@ -43,14 +43,14 @@ from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
 from deltacd.postprocess.histogram import Histogram
-from deltacd.postprocess.polygons import ChangeRegions, CleanUp, change_mask_blocks, change_regions
+from deltacd.postprocess.polygons import CleanUp, change_regions, rescue_pixels
 from deltacd.prepare.align import AlignedPair, align_pair, target_crs
 from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
 from deltacd.prepare.orthorectify import orthorectify
 from deltacd.prepare.radiometry import fit_harmoniser
 from deltacd.prepare.sampling import PixelSample, sample_pixels
 from deltacd.report.backdrop import write_backdrops
-from deltacd.report.quicklook import write_quicklook
+from deltacd.report.quicklook import ChangeEdges, write_quicklook
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def detect(
     in_blocks = bool(resume or opts.block_size or opts.workers or opts.scheduler)
     with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs,
                                    resumable=(BLOCKS,) if in_blocks else (), resume=resume) as staging, \
-            RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltacd-output") as background:
+            RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=2, thread_name_prefix="deltacd-output") as background:
         workdir = staging / "_work"
         workdir.mkdir()
         prepared = prepare_pair(first, second, opts, workdir, timings, progress)
@@ -283,7 +283,9 @@ def detect(
             with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score, \
                     (RasterWriter(staging / UNCERTAINTY, grid, dtype="float32", nodata=float("nan"),
                                   description="predictive entropy of the change probability over test-time augmentation (bits)")
-                     if channels == 2 else nullcontext()) as uncertainty:
+                     if channels == 2 else nullcontext()) as uncertainty, \
+                    RasterWriter(staging / MASK, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
+                                 overview_resampling="nearest") as mask:
                 blocks = block_settings(opts, staging, inputs, method, prepared) if in_blocks else None
                 with timings.stage("predict"), (dask_client(opts.scheduler, opts.workers) if opts.scheduler or opts.workers
                                                 else nullcontext()) as client:
@@ -299,25 +301,32 @@ def detect(
                 # the score's COG is written by GDAL's threads while polygons and mask are made from it
                 score.seal()
                 score_cog = background.submit(timed, timings, "cog (beside polygons)", score.publish)
-                with timings.stage("polygons"):
+                sink = _MaskSink(mask, ChangeEdges(grid))
+                with timings.stage("polygons and mask"):
                     regions = change_regions(
                         score.read, grid, threshold, CleanUp(opts.min_area_m2, opts.morphology_radius_px),
-                        progress=_stage(progress, "polygons"),
+                        mask_block=sink, nodata=MASK_NODATA, progress=_stage(progress, "polygons and mask"),
                     )
                     polygons = regions.polygons
-                with timings.stage("mask"):
-                    changed_pixels = _write_mask(staging / MASK, grid, regions, score.read, progress=_stage(progress, "mask"))
+                    sink.rescue(regions.rescued)
+                    mask.seal()
+                mask_cog = background.submit(timed, timings, "mask cog (beside outputs)", mask.publish)
+                with timings.stage("outputs"):
+                    write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
+                    write_layer(polygons, staging / POLYGONS, "changes")
                 with timings.stage("cog"):
                     score_cog.result()
+                    mask_cog.result()
                     score.close()
+                    mask.close()
                     if uncertainty is not None:
                         uncertainty.finish()
-            with timings.stage("outputs"):
-                write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
-                write_layer(polygons, staging / POLYGONS, "changes")
+                changed_pixels = sink.changed
+            with timings.stage("styles and quicklook"):
                 write_styles(staging, {MASK: lambda _: MASK_STYLE, SCORE: score_ramp(method.score_units),
                                        UNCERTAINTY: lambda _: UNCERTAINTY_STYLE}, {(POLYGONS, "changes"): outline_qml()})
-                write_quicklook(pair, polygons, staging / QUICKLOOK, title=f"{method.name}: {len(polygons)} changes")
+                write_quicklook(pair, sink.edges, staging / QUICKLOOK, polygons=len(polygons),
+                                title=f"{method.name}: {len(polygons)} changes")
             warn_if_mostly_changed(changed_pixels, valid_pixels, rule)
             shutil.rmtree(workdir)
             if blocks is not None:
@@ -430,18 +439,24 @@ def _threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tup
     return method.auto_threshold(hist), method.threshold_rule
 
 
-def _write_mask(path: Path, grid: Grid, regions: ChangeRegions, read_score: Callable[[Window], np.ndarray],
-                progress: Callable[[int, int], None] | None = None) -> int:
-    changed = 0
-    with RasterWriter(path, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
-                      overview_resampling="nearest") as mask:
-        for done, (window, values) in enumerate(change_mask_blocks(read_score, grid, regions, MASK_NODATA), start=1):
-            changed += int(np.count_nonzero(values == 1))
-            mask.write(window, values)
-            if progress is not None:
-                progress(done, len(regions.blocks))
-        mask.finish()
-    return changed
+@dataclass
+class _MaskSink:
+    """Writes the mask blocks :func:`change_regions` hands over; gathers the quicklook's outlines and the changed pixels."""
+
+    writer: RasterWriter
+    edges: ChangeEdges
+    changed: int = 0
+
+    def __call__(self, window: Window, values: np.ndarray) -> None:
+        self.writer.write(window, values)
+        self.edges.add(window, values)
+        self.changed += int(np.count_nonzero(values == 1))
+
+    def rescue(self, rescued: list[tuple[Window, np.ndarray]]) -> None:
+        """Add the pixels that were waiting for the merge across blocks (:attr:`ChangeRegions.rescued`)."""
+        self.changed += rescue_pixels(self.writer.read, self.writer.write, rescued)
+        for window, pixels in rescued:
+            self.edges.add_pixels(window, pixels)
 
 
 def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist,

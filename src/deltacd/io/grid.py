@@ -108,6 +108,20 @@ class Grid:
         transform = self.transform @ Affine.scale(self.width / width, self.height / height)
         return Grid(self.crs, transform, width, height)
 
+    def decimated(self, max_size: int) -> Grid:
+        """A coarser grid of whole cells of f x f pixels, f the smallest integer that puts the longer side at most ``max_size``.
+
+        Unlike :meth:`scaled`, each cell is exactly f x f pixels of this grid, so a file on this
+        grid averaged by cells *is* a view on it, with no resampling (the coarse views of the
+        co-registration and the quicklook); the last row and column of cells may reach up to f - 1
+        pixels past the extent.
+        """
+        factor = math.ceil(max(self.width, self.height) / max_size)
+        if factor <= 1:
+            return self
+        return Grid(self.crs, self.transform @ Affine.scale(factor, factor),
+                    math.ceil(self.width / factor), math.ceil(self.height / factor))
+
     def translated(self, dx_px: float, dy_px: float) -> Grid:
         """The same grid moved by (dx, dy) pixels: reading on it samples at (col + dx, row + dy)."""
         return Grid(self.crs, self.transform @ Affine.translation(dx_px, dy_px), self.width, self.height)

@@ -6,7 +6,8 @@ is given, labelled into 4-connected regions and vectorised with :func:`rasterio.
 Regions that touch an inner block edge are merged with their neighbours across it (shared edge
 of non-zero length; 4-connectivity, so corner contacts do not merge), which gives the same
 polygons as vectorising the whole scene at once. Polygons smaller than the minimum mapping unit
-are dropped; the final mask is the rasterised polygons, so mask and polygons always agree.
+are dropped; the mask is made from the same labels in the same pass, so mask and polygons hold
+exactly the same pixels.
 No library vectorises a raster larger than memory with merging across blocks, hence this module.
 """
 
@@ -64,21 +65,23 @@ def _block_mask(read: ScoreReader, grid: Grid, window: Window, threshold: float,
     return mask[r0 : r0 + h, c0 : c0 + w], score[r0 : r0 + h, c0 : c0 + w]
 
 
+#: Receives each block's change mask as it is made: ``(window, uint8 [h, w])``, 1 change, 0 none, the nodata value where the score is NaN.
+MaskBlock = Callable[[Window, np.ndarray], None]
+
+
 @dataclass
 class ChangeRegions:
-    """The change polygons of a scene and which labelled regions of each block they keep.
+    """The change polygons of a scene and the pixels its mask blocks still lack.
 
-    ``kept_edge[b]`` holds the labels, in block ``b``, of the pieces of regions cut by block edges
-    that the minimum mapping unit kept once merged; regions inside a block are kept by their own
-    area. :func:`change_mask_blocks` uses it to write the mask from the labels, so mask and
-    polygons hold exactly the same pixels without rasterising the polygons back.
+    A block's mask is final when the block is done except for the small pieces of regions cut
+    by its edges (fewer pixels than the minimum mapping unit on their own): whether they are
+    kept depends on their neighbours across the edge, known only once every block is done.
+    ``rescued`` lists those that were kept, as ``(window, flat indices of their pixels in the
+    window)``, one entry per block that has any; the mask needs them set to 1 (:func:`rescue_pixels`).
     """
 
     polygons: gpd.GeoDataFrame
-    blocks: list[Window]
-    kept_edge: dict[int, np.ndarray]
-    threshold: float
-    cleanup: CleanUp
+    rescued: list[tuple[Window, np.ndarray]]
 
 
 def _blocks(grid: Grid, block_size: int) -> list[Window]:
@@ -148,19 +151,32 @@ def _polygons(found: Iterator[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarr
     ``shapely.geometry.shape`` per polygon, whose per-vertex Python loop cost more than the
     polygonisation itself.
     """
-    labels, coords, ring_of, polygon_of = [], [], [], []
-    ring = 0
+    labels, points, lengths, polygon_of = [], [], [], []
     for i, (geom, value) in enumerate(found):
         labels.append(int(value))
-        for points in geom["coordinates"]:
-            coords.append(np.asarray(points, dtype=np.float64))
-            ring_of.append(np.full(len(points), ring))
+        for ring in geom["coordinates"]:
+            points.extend(ring)
+            lengths.append(len(ring))
             polygon_of.append(i)
-            ring += 1
     if not labels:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    rings = shapely.linearrings(np.concatenate(coords), indices=np.concatenate(ring_of))
+    # one conversion of every vertex (per-ring arrays cost 2 us a ring, a quarter of a million rings a scene)
+    ring_of = np.repeat(np.arange(len(lengths)), lengths)
+    rings = shapely.linearrings(np.array(points, dtype=np.float64), indices=ring_of)
     return np.asarray(labels), shapely.polygons(rings, indices=np.asarray(polygon_of))
+
+
+def _pixels_of(block: _BlockLabels, chosen: np.ndarray) -> dict[int, np.ndarray]:
+    """Flat indices in the block of the pixels of each label that ``chosen`` [n + 1] marks."""
+    if not chosen.any():
+        return {}
+    pixels = np.flatnonzero(block.inside)
+    selected = chosen[block.region]
+    pixels, labels = pixels[selected], block.region[selected]
+    order = np.argsort(labels, kind="stable")
+    pixels, labels = pixels[order], labels[order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    return dict(zip(labels[starts].tolist(), np.split(pixels, starts[1:]), strict=True))
 
 
 def change_regions(
@@ -170,44 +186,65 @@ def change_regions(
     cleanup: CleanUp = CleanUp(),
     *,
     block_size: int = 2048,
+    mask_block: MaskBlock | None = None,
+    nodata: int = 255,
     progress: Callable[[int, int], None] | None = None,
 ) -> ChangeRegions:
-    """Change polygons of the whole scene, block by block, with what the mask needs (:class:`ChangeRegions`)."""
+    """Change polygons of the whole scene, block by block (:class:`ChangeRegions`).
+
+    With ``mask_block``, each block's mask is handed over as soon as the block is labelled (its
+    pixels are the polygons' pixels, ``nodata`` where the score is NaN), so the mask is written
+    in the same pass as the polygons and the scene is thresholded and labelled once; only the
+    pixels of :attr:`ChangeRegions.rescued` are missing from it.
+    """
     closed: list[tuple[shapely.Geometry, int, float, float]] = []
     open_pieces: list[tuple[shapely.Geometry, int, float, float]] = []
-    open_ids: list[tuple[int, int]] = []  # (block, label) of each open piece
+    small_open: dict[int, tuple[int, np.ndarray]] = {}  # open piece -> (block, its pixels) when below the MMU alone
     blocks = _blocks(grid, block_size)
     pixel_area = grid.pixel_area_m2
     for done, window in enumerate(blocks, start=1):
         block = _labelled(read, grid, window, threshold, cleanup)
-        if block.n:
-            n, counts, edge = block.n, block.counts, block.edge
+        n, counts, edge = block.n, block.counts, block.edge
+        big = counts * pixel_area >= cleanup.min_area_m2
+        # Regions below the minimum mapping unit that cannot grow across a block edge are left out
+        # of the vectorisation (masked): building a polygon per speck dominated this stage's cost.
+        keep = edge | big
+        keep[0] = False
+        vectorised = block.mask_of(keep)
+        if n:
             sums = np.bincount(block.region, weights=block.region_score, minlength=n + 1)[1:]
+            kept = keep[block.region]
             maxima = np.full(n + 1, -np.inf)
-            np.maximum.at(maxima, block.region, block.region_score)  # O(n), unlike ndimage.maximum's sort
+            # O(n), unlike ndimage.maximum's sort; on the kept regions' pixels only, the others make no polygon
+            np.maximum.at(maxima, block.region[kept], block.region_score[kept])
             maxima = maxima[1:]
-            # Regions below the minimum mapping unit that cannot grow across a block edge are left out
-            # of the vectorisation (masked): building a polygon per speck dominated this stage's cost.
-            keep = edge | (counts * pixel_area >= cleanup.min_area_m2)
-            keep[0] = False
-            found = shapes(block.labels, mask=block.mask_of(keep), connectivity=4, transform=grid.window_transform(window))
+            found = shapes(block.labels, mask=vectorised, connectivity=4, transform=grid.window_transform(window))
             found_labels, geoms = _polygons(found)
+            small_pixels = _pixels_of(block, edge & ~big)
             for label, geom in zip(found_labels.tolist(), geoms, strict=True):
                 piece = (geom, int(counts[label]), float(sums[label - 1]), float(maxima[label - 1]))
                 if edge[label]:
+                    if label in small_pixels:
+                        small_open[len(open_pieces)] = (done - 1, small_pixels[label])
                     open_pieces.append(piece)
-                    open_ids.append((done - 1, label))
                 else:
                     closed.append(piece)
+        if mask_block is not None:
+            # the regions kept for sure; the small pieces on the block's edges wait for their
+            # neighbours across them (ChangeRegions.rescued)
+            out = block.mask_of(big)
+            out[np.isnan(block.score)] = nodata
+            mask_block(window, out)
         if progress is not None:
             progress(done, len(blocks))
     merged, groups = _merge_across_blocks(open_pieces)
-    kept_lists: dict[int, list[int]] = {}
+    rescued: dict[int, list[np.ndarray]] = {}
     for piece, members in zip(merged, groups, strict=True):
         if piece[1] * pixel_area >= cleanup.min_area_m2:
             for i in members:
-                block, label = open_ids[i]
-                kept_lists.setdefault(block, []).append(label)
+                if i in small_open:
+                    b, pixels = small_open[i]
+                    rescued.setdefault(b, []).append(pixels)
     pieces = closed + merged
     frame = gpd.GeoDataFrame(
         {
@@ -223,7 +260,27 @@ def change_regions(
     frame = frame.sort_values("area_m2", ascending=False, ignore_index=True)
     frame.index.name = "change_id"
     log.info("%d change polygons (%d pieces merged across blocks)", len(frame), len(open_pieces))
-    return ChangeRegions(frame, blocks, {b: np.array(sorted(v)) for b, v in kept_lists.items()}, threshold, cleanup)
+    return ChangeRegions(frame, [(blocks[b], np.concatenate(v)) for b, v in sorted(rescued.items())])
+
+
+def rescue_pixels(
+    read: Callable[[Window], np.ndarray], write: MaskBlock, rescued: list[tuple[Window, np.ndarray]],
+) -> int:
+    """Set to 1 the pixels of :attr:`ChangeRegions.rescued` in a mask written block by block; returns how many.
+
+    Each block's piece is read back and rewritten over the smallest window holding its pixels.
+    """
+    total = 0
+    for window, pixels in rescued:
+        width = int(window.width)
+        rows, cols = np.divmod(pixels, width)
+        top, left = int(rows.min()), int(cols.min())
+        part = Window(window.col_off + left, window.row_off + top, int(cols.max()) - left + 1, int(rows.max()) - top + 1)
+        values = read(part)
+        values[rows - top, cols - left] = 1
+        write(part, values)
+        total += len(pixels)
+    return total
 
 
 def vectorise_changes(
@@ -244,29 +301,6 @@ def vectorise_changes(
         ``mean_score`` and ``max_score``; sorted by decreasing area.
     """
     return change_regions(read, grid, threshold, cleanup, block_size=block_size, progress=progress).polygons
-
-
-def change_mask_blocks(
-    read: ScoreReader, grid: Grid, regions: ChangeRegions, nodata: int | None = None,
-) -> Iterator[tuple[Window, np.ndarray]]:
-    """uint8 blocks of the change mask: 1 on the pixels of ``regions``' polygons, 0 elsewhere, and
-    ``nodata`` (when given) where the score is NaN.
-
-    The blocks' labels are computed again exactly as :func:`change_regions` computed them and
-    mapped through which regions it kept: the same pixels as rasterising the polygons with the
-    pixel-centre rule, at the cost of a threshold and a labelling per block.
-    """
-    pixel_area = grid.pixel_area_m2
-    for b, window in enumerate(regions.blocks):
-        block = _labelled(read, grid, window, regions.threshold, regions.cleanup)
-        keep = ~block.edge & (block.counts * pixel_area >= regions.cleanup.min_area_m2)
-        if b in regions.kept_edge:
-            keep[regions.kept_edge[b]] = True
-        keep[0] = False
-        mask = block.mask_of(keep)
-        if nodata is not None:
-            mask[np.isnan(block.score)] = nodata
-        yield window, mask
 
 
 def _merge_across_blocks(

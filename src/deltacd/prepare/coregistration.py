@@ -155,11 +155,11 @@ def estimate_shift(
         return CoregistrationReport(0.0, 0.0, 0.0, 0.0, float("nan"), 0, 0)
     raw = pair.replace(after_shift=(0.0, 0.0))
     coarse_dx = coarse_dy = 0.0
-    coarse_grid = grid.scaled(coarse_size)
+    coarse_grid = grid.decimated(coarse_size)
     if coarse_grid is not grid:
         found = _shift(raw, None, coarse_grid, upsample_factor=4, min_valid_fraction=0.5)
         if found is not None:
-            factor = grid.width / coarse_grid.width
+            factor = coarse_grid.res[0] / grid.res[0]  # pixels per coarse cell
             coarse_dx, coarse_dy = round(found[0] * factor), round(found[1] * factor)
     shifted = raw.replace(after_shift=(coarse_dx, coarse_dy))
     # half the scene at most, so a small scene still gives several (overlapping) blocks to agree
