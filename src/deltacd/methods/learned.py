@@ -357,13 +357,12 @@ class LearnedModel(ChangeMethod):
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The network's logits: ONNX Runtime when it was chosen (``runtime``), else torch."""
         if self._session is not None:
+            given = {"before": x.numpy(), "after": y.numpy()}
             names = [i.name for i in self._session.get_inputs()]  # a single-date network (building-unet) has no "after"
-            before, after = x.numpy(), y.numpy()
             # One tile per run: ONNX Runtime gains nothing from batches on a CPU, and its first run at a
             # batch's size pages in all the activations (TinyCD, 9 tiles of 1 024 px: one at a time
             # 9.3 s and 1.5 GB from the first run on; in batches of 3, 15.3 s cold, 9.9 s warm, 4.9 GB).
-            logits = [self._session.run(None, {k: v for k, v in (("before", before[i:i + 1]), ("after", after[i:i + 1]))
-                                               if k in names})[0] for i in range(len(before))]
+            logits = [self._session.run(None, {name: given[name][i:i + 1] for name in names})[0] for i in range(len(x))]
             return torch.from_numpy(np.concatenate(logits))
         if self.device.type == "cuda":
             x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
