@@ -17,6 +17,14 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Exported ONNX graphs go to a folder of this test session, not the user's ~/.cache."""
+    import os
+
+    os.environ["DELTACD_CACHE_DIR"] = str(tmp_path_factory.mktemp("deltacd-cache"))
+
+
 # --- small GeoTIFFs with known content --------------------------------------------------------
 
 @pytest.fixture(scope="module")

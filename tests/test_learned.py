@@ -128,6 +128,61 @@ def test_tinycd_through_detect_matches_levir_labels_pixel_for_pixel(levir_tinycd
     assert f1 >= 0.85, f"F1 {f1:.3f} (TP {tp}, FP {fp}, FN {fn})"
 
 
+def _levir_arrays(data_dir: Path, name: str = LEVIR_CROPS[0], side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    levir = data_dir / "levircd_bitcd"
+    pair = [np.asarray(Image.open(levir / d / name).convert("RGB"))[:side, :side] for d in ("A", "B")]
+    return tuple(p.transpose(2, 0, 1)[None].astype(np.float32) for p in pair)
+
+
+def test_onnx_runtime_gives_torchs_probabilities_on_real_crops(data_dir):
+    checkpoint = f"tinycd:{data_dir / 'checkpoints_tinycd' / 'levir_best.pth'}"
+    before, after = _levir_arrays(data_dir)
+    by_runtime = {}
+    for runtime in ("onnx", "torch"):
+        model = LearnedModel.from_file(checkpoint, device="cpu", runtime=runtime)
+        model.select_bands(("R", "G", "B"))
+        assert model.choose_runtime() == runtime
+        by_runtime[runtime] = model.predict(before, after)
+    assert np.abs(by_runtime["onnx"] - by_runtime["torch"]).max() < 1e-4
+    assert ((by_runtime["onnx"] > 0.5) == (by_runtime["torch"] > 0.5)).mean() > 0.9999
+    assert 0.01 < (by_runtime["torch"] > 0.5).mean() < 0.5  # the crop has changes: not a blank map
+
+
+def test_onnx_export_is_cached_by_weights_and_reused(data_dir, tmp_path, monkeypatch):
+    checkpoint = f"tinycd:{data_dir / 'checkpoints_tinycd' / 'levir_best.pth'}"
+    before, after = _levir_arrays(data_dir, side=64)
+    monkeypatch.setenv("DELTACD_CACHE_DIR", str(tmp_path / "cache"))
+
+    def fresh() -> LearnedModel:
+        model = LearnedModel.from_file(checkpoint, device="cpu", runtime="onnx")
+        model.select_bands(("R", "G", "B"))
+        assert model.choose_runtime() == "onnx"
+        return model
+
+    first = fresh().predict(before, after)
+    graphs = list((tmp_path / "cache" / "onnx").iterdir())
+    assert len(graphs) == 1 and graphs[0].suffix == ".onnx"  # no temporary folder left beside it
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    np.testing.assert_array_equal(fresh().predict(before, after), first)
+
+    other = LearnedModel.from_file(checkpoint, device="cpu", runtime="onnx")
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1.0)  # other weights: another graph, exported anew
+    other.select_bands(("R", "G", "B"))
+    with pytest.raises(InputError, match="cannot be exported"):
+        other.choose_runtime()
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    monkeypatch.setenv("DELTACD_CACHE_DIR", "")
+    fresh()
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1  # off: nothing written
+
+
 def test_levir_crop_is_placed_in_its_tile_row_then_column(data_dir):
     coords = json.loads((data_dir / "levircd-spatialinfo_stanet" / "LEVIR_CD_name_coords.json").read_text())
     west, north, *_ = coords["test_2.png"]
