@@ -100,7 +100,12 @@ def test_difference_fusion_is_exactly_invariant_to_swapping_dates(name: str, kwa
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [("fc-ef", {}), ("fc-siam-conc", {}), ("siamese-unet", {"fusion": "concat"}), ("bit", {})],
+    [
+        ("fc-ef", {}),
+        ("fc-siam-conc", {}),
+        ("siamese-unet", {"fusion": "concat"}),
+        ("bit", {}),
+    ],
 )
 def test_order_dependent_models_change_when_dates_are_swapped(name: str, kwargs: dict) -> None:
     model = build_model(name, in_channels=4, num_classes=1, **kwargs).eval()
@@ -149,7 +154,7 @@ class _TinyEncoder(nn.Module):
         return features
 
 
-@pytest.mark.parametrize("fusion", ["diff", "concat"])
+@pytest.mark.parametrize("fusion", ["diff", "concat", "early"])
 def test_siamese_unet_accepts_a_built_encoder(fusion: str) -> None:
     encoder = _TinyEncoder(4)
     model = SiameseUNet(in_channels=4, num_classes=1, encoder=encoder, fusion=fusion)
@@ -159,6 +164,33 @@ def test_siamese_unet_accepts_a_built_encoder(fusion: str) -> None:
     assert out.shape == (2, 1, 40, 40)
     out.mean().backward()
     assert encoder.stages[0].weight.grad is not None
+
+
+def test_early_fusion_splits_the_first_kernel_over_the_dates() -> None:
+    """Same image on both dates: the widened first layer gives what the encoder's own kernel gives on it."""
+    encoder = _TinyEncoder(4)
+    kernel, bias = encoder.stages[0].weight.detach().clone(), encoder.stages[0].bias.detach().clone()
+    model = SiameseUNet(in_channels=4, encoder=encoder, fusion="early")
+    wide = model.encoder.stages[0]
+    assert wide.in_channels == 8
+    image = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        expected = F.conv2d(image, kernel, bias, stride=2, padding=1)
+        assert torch.allclose(wide(torch.cat([image, image], dim=1)), expected, atol=1e-5)
+        assert model(image, image).shape == (1, 1, 16, 16)
+        # equal halves: at the start the dates' order does not matter; different halves (training) break it
+        other = torch.randn(1, 4, 16, 16)
+        assert torch.allclose(model(image, other), model(other, image), atol=1e-5)
+        wide.weight[:, :4] += 0.1
+        assert not torch.allclose(model(image, other), model(other, image), atol=1e-3)
+
+
+def test_early_fusion_keeps_the_pretrained_kernel_of_a_spec_encoder() -> None:
+    plain = SiameseUNet(in_channels=3, encoder_spec="efficientnet_lite0:imagenet", fusion="diff")
+    early = SiameseUNet(in_channels=3, encoder_spec="efficientnet_lite0:imagenet", fusion="early")
+    kernel, wide = _first_conv(plain).weight, _first_conv(early).weight
+    assert wide.shape[1] == 6
+    assert torch.equal(wide[:, :3], kernel / 2) and torch.equal(wide[:, 3:], kernel / 2)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -27,7 +27,7 @@ from deltacd.errors import InputError, OfflineError
 from deltacd.models.encoders import build_encoder
 from deltacd.models.fc import check_pair
 
-Fusion = Literal["diff", "concat"]
+Fusion = Literal["diff", "concat", "early"]
 
 #: smp's default U-Net decoder widths, deepest block first; cut to the encoder depth.
 _DEFAULT_DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -59,6 +59,35 @@ def _build_encoder(name: str, in_channels: int, depth: int, weights: str | None)
         ) from err
 
 
+def _widen_first_conv(encoder: nn.Module, in_channels: int) -> None:
+    """Replace the encoder's first convolution (``in_channels`` bands) by one over 2x the bands, kernel halved per date."""
+    for parent in encoder.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels != in_channels or child.groups != 1:
+                    raise InputError(
+                        f"SiameseUNet: fusion='early' needs an encoder whose first layer is a plain convolution "
+                        f"over the {in_channels} bands; this one starts with {child}; use fusion='diff'"
+                    )
+                wide = nn.Conv2d(
+                    2 * in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    stride=child.stride,
+                    padding=child.padding,
+                    dilation=child.dilation,
+                    bias=child.bias is not None,
+                    padding_mode=child.padding_mode,
+                )
+                with torch.no_grad():
+                    wide.weight.copy_(torch.cat([child.weight, child.weight], dim=1) / 2)
+                    if child.bias is not None:
+                        wide.bias.copy_(child.bias)
+                setattr(parent, name, wide)
+                return
+    raise InputError("SiameseUNet: fusion='early' found no convolution in the encoder; use fusion='diff'")
+
+
 class SiameseUNet(nn.Module):
     """Siamese U-Net: shared encoder on both dates, fusion at every scale, smp U-Net decoder.
 
@@ -71,6 +100,14 @@ class SiameseUNet(nn.Module):
     * ``"diff"``: |f1 - f2|. The output is exactly invariant to swapping the dates.
     * ``"concat"``: cat([f1, f2]) then a 1x1 convolution back to the encoder's channel count,
       so the decoder is the same size as a single-image U-Net's.
+    * ``"early"``: no siamese branches: the dates are stacked as one 2C-band image through the
+      encoder (FC-EF's scheme, torchgeo's ``unet`` on stacked dates) and the decoder reads its
+      features. The encoder's first convolution is widened to 2C bands, each date getting half
+      of the (pretrained, band-adapted) kernel, so the network starts by seeing the mean of
+      the two dates, as smp's positional rule gives torchgeo's ``unet`` with ImageNet weights.
+      It is then invariant to the dates' order; training breaks that (the halves get different
+      gradients). Half the encoder work of the siamese schemes. Measured worse than ``"diff"``
+      with the ImageNet Lite0 encoder at small budgets (docs/benchmarks.md, section 10).
 
     Both dates go through the encoder as one batch of 2B images, so batch normalisation uses
     the same statistics for both dates in training mode.
@@ -86,7 +123,7 @@ class SiameseUNet(nn.Module):
         encoder_depth: encoder stages used, 3 to 5.
         decoder_channels: widths of the decoder blocks, deepest first, one per encoder stage;
             default (256, 128, 64, 32, 16) cut to ``encoder_depth``.
-        fusion: "diff" or "concat", see above.
+        fusion: "diff", "concat" or "early", see above.
         encoder: an already-built encoder to use instead of ``encoder_name`` (then
             ``encoder_name``, ``encoder_weights`` and ``encoder_depth`` are not used). It must
             follow the smp encoder convention: ``forward(x)`` returns a list of depth+1 maps,
@@ -165,6 +202,8 @@ class SiameseUNet(nn.Module):
         self.fusion = fusion
         self.size_multiple = int(getattr(encoder, "output_stride", 2**depth))
         self.encoder = encoder
+        if fusion == "early":
+            _widen_first_conv(encoder, in_channels)
         if fusion == "concat":
             # Scale 0 is never read by the decoder and zero-channel scales carry nothing,
             # so they get no parameters (unused parameters would upset DDP).
@@ -189,6 +228,8 @@ class SiameseUNet(nn.Module):
 
     def forward(self, before: Tensor, after: Tensor) -> Tensor:
         check_pair("SiameseUNet", before, after, self.in_channels, self.size_multiple)
+        if self.fusion == "early":
+            return self.segmentation_head(self.decoder(self.encoder(torch.cat([before, after], dim=1))))
         batch = before.shape[0]
         features = self.encoder(torch.cat([before, after], dim=0))
         # Scale 0 (the input itself for smp encoders) only gives the decoder its output size.
