@@ -18,11 +18,11 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory):
     """Exported ONNX graphs go to a folder of this test session, not the user's ~/.cache."""
-    import os
-
-    os.environ["DELTACD_CACHE_DIR"] = str(tmp_path_factory.mktemp("deltacd-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DELTACD_CACHE_DIR", str(tmp_path_factory.mktemp("deltacd-cache")))
+        yield
 
 
 # --- small GeoTIFFs with known content --------------------------------------------------------

@@ -100,12 +100,7 @@ def test_difference_fusion_is_exactly_invariant_to_swapping_dates(name: str, kwa
 
 @pytest.mark.parametrize(
     ("name", "kwargs"),
-    [
-        ("fc-ef", {}),
-        ("fc-siam-conc", {}),
-        ("siamese-unet", {"fusion": "concat"}),
-        ("bit", {}),
-    ],
+    [("fc-ef", {}), ("fc-siam-conc", {}), ("siamese-unet", {"fusion": "concat"}), ("bit", {})],
 )
 def test_order_dependent_models_change_when_dates_are_swapped(name: str, kwargs: dict) -> None:
     model = build_model(name, in_channels=4, num_classes=1, **kwargs).eval()

@@ -109,8 +109,8 @@ class SiameseUNet(nn.Module):
       gradients). Half the encoder work of the siamese schemes. Measured worse than ``"diff"``
       with the ImageNet Lite0 encoder at small budgets (docs/benchmarks.md, section 10).
 
-    Both dates go through the encoder as one batch of 2B images, so batch normalisation uses
-    the same statistics for both dates in training mode.
+    In the siamese schemes both dates go through the encoder as one batch of 2B images, so batch
+    normalisation uses the same statistics for both dates in training mode.
 
     Args:
         in_channels: bands per date.
