@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ def prepare_pair(
         report.set_result(measured)
     elif options.coregistration == "report":
         # only measured: nothing downstream waits for it, so it runs beside sampling and prediction
-        report = lambda: _BACKGROUND.submit(_coregister, pair, options, timings, progress)  # noqa: E731
+        report = partial(_BACKGROUND.submit, _coregister, pair, options, timings, progress)
         if measure_now:
             report = report()
     with timings.stage("radiometry"):

@@ -60,32 +60,19 @@ def _build_encoder(name: str, in_channels: int, depth: int, weights: str | None)
 
 
 def _widen_first_conv(encoder: nn.Module, in_channels: int) -> None:
-    """Replace the encoder's first convolution (``in_channels`` bands) by one over 2x the bands, kernel halved per date."""
-    for parent in encoder.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d):
-                if child.in_channels != in_channels or child.groups != 1:
-                    raise InputError(
-                        f"SiameseUNet: fusion='early' needs an encoder whose first layer is a plain convolution "
-                        f"over the {in_channels} bands; this one starts with {child}; use fusion='diff'"
-                    )
-                wide = nn.Conv2d(
-                    2 * in_channels,
-                    child.out_channels,
-                    child.kernel_size,
-                    stride=child.stride,
-                    padding=child.padding,
-                    dilation=child.dilation,
-                    bias=child.bias is not None,
-                    padding_mode=child.padding_mode,
-                )
-                with torch.no_grad():
-                    wide.weight.copy_(torch.cat([child.weight, child.weight], dim=1) / 2)
-                    if child.bias is not None:
-                        wide.bias.copy_(child.bias)
-                setattr(parent, name, wide)
-                return
-    raise InputError("SiameseUNet: fusion='early' found no convolution in the encoder; use fusion='diff'")
+    """Widen the encoder's first convolution from ``in_channels`` bands to 2x, its kernel halved per date.
+
+    The rule of smp's ``patch_first_conv`` for 2C bands from C (kernel ``i % C`` times C / 2C),
+    without its silent pick of a later layer when the first one takes another band count.
+    """
+    first = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first.in_channels != in_channels or first.groups != 1:
+        raise InputError(
+            f"SiameseUNet: fusion='early' needs an encoder whose first layer is a plain convolution "
+            f"over the {in_channels} bands; this one starts with {first}; use fusion='diff'"
+        )
+    first.in_channels = 2 * in_channels
+    first.weight = nn.Parameter(torch.cat([first.weight.detach()] * 2, dim=1) / 2)
 
 
 class SiameseUNet(nn.Module):
@@ -106,8 +93,8 @@ class SiameseUNet(nn.Module):
       of the (pretrained, band-adapted) kernel, so the network starts by seeing the mean of
       the two dates, as smp's positional rule gives torchgeo's ``unet`` with ImageNet weights.
       It is then invariant to the dates' order; training breaks that (the halves get different
-      gradients). Half the encoder work of the siamese schemes. Measured worse than ``"diff"``
-      with the ImageNet Lite0 encoder at small budgets (docs/benchmarks.md, section 10).
+      gradients). Half the encoder work of the siamese schemes. Measured worse than ``"diff"`` on
+      LEVIR with the ImageNet Lite0 encoder at small budgets (docs/benchmarks.md, section 10).
 
     In the siamese schemes both dates go through the encoder as one batch of 2B images, so batch
     normalisation uses the same statistics for both dates in training mode.
