@@ -242,3 +242,27 @@ def test_quicklook_outlines_mark_the_cells_of_a_change_s_edge_pixels():
     np.testing.assert_array_equal(edges.cells, ring)
     edges.add_pixels(Window(0, 40, 100, 60), np.array([55 * 100 + 95]))  # row 95, column 95
     assert edges.cells[9, 9] and edges.cells.sum() == ring.sum() + 1
+
+
+def test_blas_runs_on_one_thread_during_a_run_and_is_restored_after(scene_pair, tmp_path, monkeypatch):
+    """The co-registration (numpy's BLAS through skimage) beside the engine's threads gets one BLAS thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import deltacd.pipeline as pipeline
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    seen = []
+    measure = pipeline.estimate_shift
+
+    def recording(*args, **kwargs):
+        seen.extend(blas_threads())
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "estimate_shift", recording)
+    before, after = scene_pair(change=(60, 80, 40, 50), shape=(256, 256))
+    with threadpool_limits(limits=2, user_api="blas"):  # what a 2-core machine has by default
+        deltacd.detect(before, after, tmp_path / "out", method="irmad")
+        assert blas_threads() and set(blas_threads()) == {2}  # restored
+    assert seen and set(seen) == {1}

@@ -33,7 +33,7 @@ from deltacd import __version__
 from deltacd.config import DetectOptions, build_options
 from deltacd.engine.blocks import DEFAULT_BLOCK_SIZE, SceneTask, dask_client, predict_in_blocks
 from deltacd.engine.regrid import FAR_RESOLUTION, SAME_RESOLUTION, grid_at_resolution, read_on_grid, write_strips
-from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
+from deltacd.engine.runner import EngineStats, check_tile_memory, one_blas_thread, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
@@ -291,8 +291,9 @@ def detect(
         first, second = open_pair(before, after, opts)
     check_settings(method, opts, first, second)
     in_blocks = bool(resume or opts.block_size or opts.workers or opts.scheduler)
-    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs,
-                                   resumable=(BLOCKS,) if in_blocks else (), resume=resume) as staging, \
+    # Dask's workers get one BLAS thread from their nanny (distributed's pre-spawn environment)
+    with one_blas_thread(), gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs,
+                                                      resumable=(BLOCKS,) if in_blocks else (), resume=resume) as staging, \
             RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=2, thread_name_prefix="deltacd-output") as background:
         workdir = staging / "_work"
         workdir.mkdir()

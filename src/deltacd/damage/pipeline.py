@@ -33,7 +33,7 @@ from deltacd.config import STRICT, DetectOptions, build_options
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
 from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
-from deltacd.engine.runner import EngineStats
+from deltacd.engine.runner import EngineStats, one_blas_thread
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
@@ -214,7 +214,7 @@ def damage(
     with timings.stage("open"):
         first, second = open_pair(before, after, detect_opts)
     check_settings(change, detect_opts, first, second)
-    with gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="damage", inputs=inputs) as staging, \
+    with one_blas_thread(), gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="damage", inputs=inputs) as staging, \
             RunLog(staging) as run_log:
         workdir = staging / "_work"
         workdir.mkdir()

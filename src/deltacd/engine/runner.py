@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rasterio.windows import Window
+from threadpoolctl import threadpool_limits
 
 from deltacd.engine.tiling import blend_weights, tile_offsets
 from deltacd.errors import InputError
@@ -27,6 +28,18 @@ from deltacd.methods.base import ChangeMethod
 from deltacd.prepare.align import AlignedPair, PairWindow
 
 Progress = Callable[[int, int], None]
+
+
+def one_blas_thread() -> threadpool_limits:
+    """Hold BLAS to one thread for a run (a context manager; the previous setting is restored).
+
+    The engine's thread pool over windows, and the co-registration beside it, already use every
+    core: BLAS threads on top of them only oversubscribe the cores (the rule scikit-learn and Dask
+    follow). On 2 cores, beside a busy process, skimage's upsampled DFT in the co-registration took
+    40 ms a call on OpenBLAS's 2 threads against 4.5 ms on one. It acts on the BLAS libraries
+    threadpoolctl finds (numpy's OpenBLAS); torch and ONNX Runtime keep their own thread pools.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass
