@@ -10,7 +10,7 @@ pipeline run shows that spread. Same pair, tiles and batches as ``throughput.py 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +40,7 @@ def main() -> int:
     result = deltacd.detect(before, after, out, method_instance=LearnedModel.from_file(f"tinycd:{TINYCD}", device="cpu", runtime="torch"))
     print(f"pipeline: {time.perf_counter() - t:.1f} s, of which forward passes "
           f"{result.record['timings_s']['method_inside_predict']:.1f} s", flush=True)
-    subprocess.run(["rm", "-rf", str(out)], check=True)
+    shutil.rmtree(out)
     bare("after the pipeline")
     return 0
 

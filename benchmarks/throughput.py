@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -242,7 +243,7 @@ def learned_rows(work: Path, size: int) -> list[dict]:
         t = time.perf_counter()
         result = deltacd.detect(before, after, out, method_instance=model)
         pipeline = time.perf_counter() - t
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        shutil.rmtree(out)
         bare, layout = bare_network(runtime, a, b)
         tiles = len(layout.rows) * len(layout.cols)
         rows.append({"runtime": result.record["method"].get("runtime", runtime), "onnx_export": cache, "size": size,
@@ -332,7 +333,8 @@ def main() -> int:
                     print(f"{size:6d} {layout:10s} {method:6s} {kind:18s} wall {result['wall']:7.1f} s  cpu {result['cpu']:7.1f} s  "
                           f"peak {result['peak_mib']:6.0f} MiB  read {result['read_mb']:7.0f} MB  polygons {result['polygons']}",
                           flush=True)
-                    subprocess.run(["rm", "-rf", str(out)], check=True)
+                    if out.exists():  # a failed row (out of memory) may have written nothing
+                        shutil.rmtree(out)
     learned = learned_rows(work, args.learned) if args.learned else []
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps({"rows": rows, "learned": learned, "load_at_start": load,
