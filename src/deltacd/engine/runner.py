@@ -35,8 +35,9 @@ def one_blas_thread() -> threadpool_limits:
 
     The engine's thread pool over windows, and the co-registration beside it, already use every
     core: BLAS threads on top of them only oversubscribe the cores (the rule scikit-learn and Dask
-    follow). On 2 cores, beside a busy process, skimage's upsampled DFT in the co-registration took
-    40 ms a call on OpenBLAS's 2 threads against 4.5 ms on one. It acts on the BLAS libraries
+    follow). On 2 cores, beside a busy numpy thread, the co-registration measure of a 5 000 px
+    pair took 0.99 s on OpenBLAS's 2 threads against 0.70 s on one (benchmarks/blas_threads.py).
+    It acts on the BLAS libraries
     threadpoolctl finds (numpy's OpenBLAS); torch and ONNX Runtime keep their own thread pools.
     """
     return threadpool_limits(limits=1, user_api="blas")
