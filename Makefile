@@ -29,6 +29,7 @@ $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 
 test: $(STAMP) $(CHROMIUM)
+	$(BIN)/lint-imports  # the layers of docs/architecture.md (pyproject.toml: tool.importlinter)
 	$(BIN)/python -m pytest -q
 	$(BIN)/mkdocs build --strict --site-dir .site  # a broken link or a missing page fails the tests
 

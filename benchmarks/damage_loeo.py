@@ -40,7 +40,7 @@ import rasterio
 
 import deltacd
 from deltacd.damage import damage
-from deltacd.damage.grades import GRADE_LABELS, GRADES
+from deltacd.outputs.grades import GRADE_LABELS, GRADES
 from deltacd.damage.train import train_damage
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
 from deltacd.evaluate.xview2 import XView2Accumulator, tile_counts

@@ -17,7 +17,7 @@ from conftest import textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.damage import damage
 from deltacd.damage.evaluate import evaluate_damage, match_buildings
-from deltacd.damage.grades import GRADE_LABELS, load_grade_table, map_grades
+from deltacd.outputs.grades import GRADE_LABELS, load_grade_table, map_grades
 from deltacd.damage.xbd import write_xbd_tile
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid

@@ -227,7 +227,7 @@ def test_quicklook_outlines_mark_the_cells_of_a_change_s_edge_pixels():
     from rasterio.windows import Window
 
     from deltacd.io.grid import Grid
-    from deltacd.report.quicklook import ChangeEdges
+    from deltacd.outputs.quicklook import ChangeEdges
 
     grid = Grid(CRS.from_epsg(2154), Affine(0.5, 0, 0, 0, -0.5, 0), 100, 100)
     edges = ChangeEdges(grid, max_size=10)  # cells of 10 x 10 px

@@ -7,12 +7,11 @@ The entry points are :func:`detect` (its options are the fields of :class:`Detec
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from deltacd.batch import detect_batch  # noqa: E402
-from deltacd.config import DetectOptions  # noqa: E402
-from deltacd.errors import DeltacdError, InputError, MissingInputError, OfflineError, OutputError  # noqa: E402
-from deltacd.pipeline import DetectResult, detect  # noqa: E402
+from deltacd._version import __version__
+from deltacd.batch import detect_batch
+from deltacd.config import DetectOptions
+from deltacd.errors import DeltacdError, InputError, MissingInputError, OfflineError, OutputError
+from deltacd.pipeline import DetectResult, detect
 
 
 def damage(*args, **kwargs):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import read_yaml
 from deltacd.errors import DeltacdError, InputError
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import DetectOptions, build_options
 from deltacd.engine.blocks import DEFAULT_BLOCK_SIZE, SceneTask, dask_client, predict_in_blocks
 from deltacd.engine.regrid import FAR_RESOLUTION, SAME_RESOLUTION, grid_at_resolution, read_on_grid, write_strips
@@ -51,8 +51,8 @@ from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
 from deltacd.prepare.orthorectify import orthorectify
 from deltacd.prepare.radiometry import fit_harmoniser
 from deltacd.prepare.sampling import PixelSample, sample_pixels
-from deltacd.report.backdrop import write_backdrops
-from deltacd.report.quicklook import ChangeEdges, write_quicklook
+from deltacd.outputs.backdrop import write_backdrops
+from deltacd.outputs.quicklook import ChangeEdges, write_quicklook
 
 log = logging.getLogger(__name__)
 

@@ -1037,7 +1037,7 @@ def _machine(cfg: FewLabelConfig) -> dict[str, Any]:
     import lightning
     import torch
 
-    from deltacd import __version__
+    from deltacd._version import __version__
 
     return {
         "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),

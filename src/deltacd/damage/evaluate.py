@@ -33,7 +33,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
+from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
 from deltacd.errors import InputError
 from deltacd.evaluate.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
 from deltacd.io.grid import Grid

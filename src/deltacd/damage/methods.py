@@ -34,7 +34,7 @@ import numpy as np
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from deltacd.damage.grades import GRADES, UNCLASSIFIED
+from deltacd.outputs.grades import GRADES, UNCLASSIFIED
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.methods.base import ChangeMethod

@@ -28,10 +28,10 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import STRICT, DetectOptions, build_options
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
-from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
+from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
 from deltacd.engine.runner import EngineStats, one_blas_thread
 from deltacd.errors import InputError
@@ -58,8 +58,8 @@ from deltacd.pipeline import (
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
-from deltacd.report.backdrop import write_backdrops
-from deltacd.report.quicklook import write_damage_quicklook
+from deltacd.outputs.backdrop import write_backdrops
+from deltacd.outputs.quicklook import write_damage_quicklook
 
 BUILDINGS = "buildings.gpkg"
 DAMAGE_TIF = "damage.tif"

@@ -58,7 +58,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from deltacd.config import STRICT, build_options, read_yaml
-from deltacd.damage.grades import GRADES, map_grades
+from deltacd.outputs.grades import GRADES, map_grades
 from deltacd.damage.methods import read_chip
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
 from deltacd.datasets.sampling import source_weights

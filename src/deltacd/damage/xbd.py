@@ -33,7 +33,7 @@ from rasterio.features import shapes
 from scipy import ndimage
 from shapely import wkt as shapely_wkt
 
-from deltacd.damage.grades import GRADE_TABLES, UNCLASSIFIED
+from deltacd.outputs.grades import GRADE_TABLES, UNCLASSIFIED
 from deltacd.errors import InputError, MissingInputError
 
 #: A projected CRS for tiles that carry none (UTM 15N: Texas, Louisiana, Missouri lie near it).

@@ -482,7 +482,7 @@ def _guard(chips: list[_Chip], chip: int, guard: int) -> int:
 def _manifest(cfg: DatasetConfig, sources: list[OpenedSource], chips: list[_Chip], bands: tuple[str, ...], dtype: str,
               chip: int, stride: int, block: int, targets: tuple[str, ...], target_classes: dict[str, dict[int, str]],
               rule_counts: dict[str, Any]) -> dict[str, Any]:
-    from deltacd import __version__
+    from deltacd._version import __version__
 
     train = [c for c in chips if c.split == "train"]
     if not train:

@@ -39,7 +39,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError
 from deltacd.evaluate.evaluate import open_prediction_grid

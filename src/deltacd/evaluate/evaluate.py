@@ -54,7 +54,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 from scipy import ndimage
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError
 from deltacd.evaluate.metrics import (

@@ -82,7 +82,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.config import DetectOptions, build_options
 from deltacd.errors import DeltacdError, InputError, MissingInputError
 from deltacd.evaluate.metrics import ConfusionMatrix, metric_from_counts

@@ -162,7 +162,7 @@ def _sidecar_of(name: str, known: set[str]) -> bool:
 
 def write_marker(folder: Path, kind: str) -> None:
     """Record in ``folder`` that deltacd made it, with every file it holds now."""
-    from deltacd import __version__
+    from deltacd._version import __version__
 
     files = [f for f in _files(folder) if f not in (MARKER, STAGING_TAG)]
     record = {

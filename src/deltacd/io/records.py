@@ -45,7 +45,7 @@ def environment() -> dict[str, Any]:
 
     import rasterio
 
-    from deltacd import __version__
+    from deltacd._version import __version__
 
     torch = sys.modules.get("torch")  # only when this run used it
     return {

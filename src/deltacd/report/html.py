@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deltacd import __version__
+from deltacd._version import __version__
 from deltacd.errors import InputError
 from deltacd.io.outputs import staged_output
 from deltacd.report import maps

@@ -25,7 +25,7 @@ from rasterio.enums import Resampling  # noqa: E402
 from rasterio.vrt import WarpedVRT  # noqa: E402
 
 from deltacd.io.grid import Grid  # noqa: E402
-from deltacd.report.quicklook import stretch  # noqa: E402
+from deltacd.outputs.quicklook import stretch  # noqa: E402
 
 
 def small_grid(path: Path, max_size: int) -> Grid:
@@ -120,7 +120,7 @@ def change_maps(run: Path, path: Path, *, dates: tuple[str | None, str | None] =
 
 def damage_map(run: Path, path: Path, *, date: str | None = None, max_size: int = 1400) -> Path:
     """Buildings coloured by damage grade over the post-event image, with legend, scale bar, north arrow, CRS."""
-    from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS
+    from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
     grid = small_grid(run / "damage.tif", max_size)
     extent = _extent(grid)

@@ -27,7 +27,7 @@ from rasterio.warp import transform_bounds
 
 from deltacd.io.grid import Grid
 from deltacd.report import maps
-from deltacd.report.quicklook import stretch
+from deltacd.outputs.quicklook import stretch
 
 MAX_FEATURES = 20_000
 MERCATOR = CRS.from_epsg(3857)
@@ -144,7 +144,7 @@ def _features(frame: gpd.GeoDataFrame, keep: list[str], tolerance: float) -> dic
 
 def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int = 2048) -> Path:
     """Write ``out/index.html``, ``out/data.js``, the images and Leaflet (module notes); returns the page's path."""
-    from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS
+    from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
     out.mkdir(parents=True, exist_ok=True)
     assets = files("deltacd.report") / "webmap_assets"

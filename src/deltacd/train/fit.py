@@ -369,7 +369,7 @@ def _summaries(
     trainer: L.Trainer,
 ) -> dict[str, dict[str, Any]]:
     """The ``data`` and ``training`` summaries of the ModelSpec (plain JSON values)."""
-    from deltacd import __version__
+    from deltacd._version import __version__
 
     data = {
         "dataset": str(Path(cfg.dataset).resolve()),

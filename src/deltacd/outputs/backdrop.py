@@ -20,7 +20,7 @@ import rasterio.shutil
 from pyproj import Transformer
 
 from deltacd.io.rasters import GDAL_TYPES, BandFile, DateImage
-from deltacd.report.quicklook import display_bands
+from deltacd.outputs.quicklook import display_bands
 
 log = logging.getLogger(__name__)
 

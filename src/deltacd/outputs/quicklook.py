@@ -101,7 +101,7 @@ def write_damage_quicklook(pair, buildings: gpd.GeoDataFrame, path: str | Path, 
     """Draw pre | post | buildings coloured by damage grade over post, with a legend."""
     from matplotlib.patches import Patch
 
-    from deltacd.damage.grades import GRADE_COLOURS, GRADE_LABELS
+    from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
     def grades(ax, grid) -> None:
         for grade, colour in GRADE_COLOURS.items():
