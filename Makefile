@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean docs webmap-assets
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt benchmarks/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: pip takes the release stored on this machine's disk.
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch torchvision
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,scale,test,bench,docs]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[learn,scale,test,docs]"
+	# the benchmark scripts' own needs (torchgeo peer, numexpr): research tools, not the product's extras
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r benchmarks/requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

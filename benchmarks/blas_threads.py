@@ -1,6 +1,6 @@
 """The co-registration measure on 1 and on all of numpy's BLAS threads, alone and beside a busy core.
 
-Why: ``detect()`` holds BLAS to one thread (``deltacd.engine.runner.one_blas_thread``) because
+Why: ``detect()`` holds BLAS to one thread (``deltacd.outputs.run.one_blas_thread``) because
 the measure runs beside the engine's threads. This prints, side by side in one process, the
 wall and CPU seconds of :func:`~deltacd.prepare.coregistration.estimate_shift` on the benchmark's
 5 000 px pair (``throughput.py``'s), with 1 BLAS thread and with the default count, alone and

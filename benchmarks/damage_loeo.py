@@ -43,7 +43,7 @@ from deltacd.damage import damage
 from deltacd.outputs.grades import GRADE_LABELS, GRADES
 from deltacd.damage.train import train_damage
 from deltacd.damage.xbd import list_tiles, write_xbd_tile
-from deltacd.evaluate.xview2 import XView2Accumulator, tile_counts
+from deltacd.datasets.xview2 import XView2Accumulator, tile_counts
 from deltacd.io.grid import Grid
 from deltacd.postprocess.zonal import FeatureLabels
 

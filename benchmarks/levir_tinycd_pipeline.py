@@ -1,7 +1,7 @@
 """TinyCD (authors' LEVIR-CD weights) through ``deltacd.detect`` on the 7 LEVIR-CD test crops: F1 and speed.
 
 Each crop pair (A = before, B = after) is georeferenced into a temporary folder
-(:func:`deltacd.io.levir.georeference_levir_crop`, EPSG:4326, square pixels of 360/2**26 deg) and
+(:func:`levir.georeference_levir_crop` (benchmarks/levir.py), EPSG:4326, square pixels of 360/2**26 deg) and
 run through the whole pipeline with ``method_instance=LearnedModel.from_file("tinycd:...")``,
 ``crs="EPSG:4326"`` and ``resolution`` = the crop's pixel size, so the output grid is the crop's
 own pixel grid (checked) and ``change_mask.tif`` is compared pixel for pixel with the label PNG
@@ -46,9 +46,9 @@ from PIL import Image
 
 import deltacd
 from deltacd.io.grid import Grid
-from deltacd.io.levir import PIXEL_DEG, georeference_levir_crop
 from deltacd.methods.learned import LearnedModel
 from deltacd.models.tinycd import normalise_rgb8
+from levir import PIXEL_DEG, georeference_levir_crop
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REFERENCE_F1 = 0.937  # the authors' code on the same 7 crops

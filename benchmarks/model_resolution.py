@@ -26,7 +26,7 @@ from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 
 import deltacd
-from deltacd.io.levir import georeference_levir_crop
+from levir import georeference_levir_crop
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACTOR = 3

@@ -27,9 +27,9 @@ from affine import Affine
 from PIL import Image
 
 import deltacd
-from deltacd.io.levir import georeference_levir_crop
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.threshold import capped_threshold, otsu_threshold
+from levir import georeference_levir_crop
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

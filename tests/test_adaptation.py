@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
+
+torch = pytest.importorskip("torch")  # the `learn` extra; a core install skips this module
+load_file = pytest.importorskip("safetensors.torch").load_file
 
 from deltacd.config import build_options
 from deltacd.errors import InputError

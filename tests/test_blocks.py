@@ -18,6 +18,7 @@ from rasterio.windows import Window
 
 import deltacd
 from block_methods import Interrupts, KillsItsWorker, SlowCVA
+from conftest import needs
 from deltacd.batch import detect_batch, read_pairs
 from deltacd.cli import main
 from deltacd.engine.blocks import plan_blocks
@@ -117,6 +118,7 @@ def test_blocks_of_the_engine_give_the_whole_scene_score(scene_pair, method):
 # ---------------------------------------------------------------------- detect in blocks (real data)
 
 
+@pytest.mark.slow
 def test_blocks_in_this_process_give_the_single_process_outputs(data_dir, tmp_path, single_run):
     before, after = _pair(data_dir)
     result = deltacd.detect(before, after, tmp_path / "blocks", method="cva", **SETTINGS)
@@ -126,6 +128,8 @@ def test_blocks_in_this_process_give_the_single_process_outputs(data_dir, tmp_pa
     assert not (tmp_path / "blocks" / "_blocks").exists()
 
 
+@pytest.mark.slow
+@needs("dask", "distributed")
 def test_two_local_dask_workers_and_a_killed_one_give_the_single_process_outputs(data_dir, tmp_path, single_run):
     before, after = _pair(data_dir)
     marker = tmp_path / "a worker was killed"
@@ -137,6 +141,7 @@ def test_two_local_dask_workers_and_a_killed_one_give_the_single_process_outputs
     assert_same_outputs(tmp_path / "dask", single_run)
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_with_only_the_missing_blocks(data_dir, tmp_path, single_run):
     before, after = _pair(data_dir)
     out = tmp_path / "out"
@@ -166,6 +171,7 @@ def test_sigkilled_run_resumes_with_only_the_missing_blocks(data_dir, tmp_path, 
     assert not list(tmp_path.glob(".out.*"))  # the staging folder it resumed was published
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_its_blocks_and_other_settings_are_not_resumed(data_dir, tmp_path, single_run):
     before, after = _pair(data_dir)
     out = tmp_path / "out"
@@ -186,6 +192,7 @@ def test_interrupted_run_keeps_its_blocks_and_other_settings_are_not_resumed(dat
     assert not list(tmp_path.glob(".again.*"))
 
 
+@needs("dask", "distributed")
 def test_cli_resume_and_a_scheduler_that_cannot_be_reached(data_dir, tmp_path, capsys):
     before, after = _pair(data_dir)
     code = main(["detect", str(before), str(after), "-o", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9",
@@ -201,6 +208,8 @@ def test_cli_resume_and_a_scheduler_that_cannot_be_reached(data_dir, tmp_path, c
 # ---------------------------------------------------------------------- batches
 
 
+@pytest.mark.slow
+@needs("dask", "distributed")
 def test_batch_runs_every_pair_and_one_failure_stops_no_other(data_dir, tmp_path, single_run, scene_pair):
     before, after = _pair(data_dir)
     small_before, small_after = scene_pair(change=(40, 60, 50, 60))

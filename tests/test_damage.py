@@ -13,10 +13,10 @@ import shapely
 import shapely.affinity
 from affine import Affine
 
-from conftest import textured_scene, write_geotiff
+from conftest import needs, textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.damage import damage
-from deltacd.damage.evaluate import evaluate_damage, match_buildings
+from deltacd.evaluate.damage import evaluate_damage, match_buildings
 from deltacd.outputs.grades import GRADE_LABELS, load_grade_table, map_grades
 from deltacd.damage.xbd import write_xbd_tile
 from deltacd.errors import InputError
@@ -93,6 +93,7 @@ def test_footprints_are_repaired_counted_and_summarised_per_zone(rubble_pair, tm
     assert sorted(table["building_id"]) == ["a", "c"]
 
 
+@pytest.mark.slow
 def test_real_hurricane_tile_end_to_end_through_the_cli(data_dir, tmp_path, capsys):
     tile = write_xbd_tile(data_dir / "xbd-hurricanes-idabd_dahitra" / "IdaBD", "AOI1-tile_2-3", tmp_path / "tile")
     reference = gpd.read_file(tile.buildings)
@@ -176,6 +177,7 @@ def test_bad_damage_inputs_are_one_line(rubble_pair, tmp_path, capsys, case, nam
         gpd.GeoDataFrame(geometry=[shapely.Point(574010, 6279990)], crs="EPSG:2154").to_file(tmp_path / "points.gpkg")
         args += ["--buildings", str(tmp_path / "points.gpkg")]
     elif case == "change model":
+        pytest.importorskip("torch")  # a model needs the `learn` extra
         from deltacd.models.checkpoint import ModelSpec, save_checkpoint
         from deltacd.models.registry import build_model
 
@@ -201,6 +203,7 @@ def test_a_grade_field_that_does_not_exist_is_named(rubble_pair, tmp_path):
 
 
 @pytest.mark.slow
+@needs("torch", "lightning")
 def test_trained_methods_run_end_to_end_on_real_tiles(data_dir, tmp_path):
     from deltacd.damage.train import train_damage
 

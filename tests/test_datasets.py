@@ -13,23 +13,18 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import torch
 from affine import Affine
 from rasterio.features import shapes
 
-from conftest import LAMBERT93, textured_scene, write_geotiff
-from deltacd.datasets import (
-    AugmentConfig,
-    ChangeChipDataset,
-    DatasetConfig,
-    PairAugmentation,
-    chip_offsets,
-    load_manifest,
-    prepare_dataset,
-    read_chips,
-)
+from conftest import LAMBERT93, needs, textured_scene, write_geotiff
+from deltacd.datasets import DatasetConfig, chip_offsets, load_manifest, prepare_dataset, read_chips
 from deltacd.errors import InputError, MissingInputError, OutputError
-from deltacd.evaluate.xview2 import XBD_SUBTYPES
+from deltacd.datasets.xview2 import XBD_SUBTYPES
+
+try:
+    import torch
+except ImportError:  # a core install (no `learn` extra): the tests marked @needs("torch") skip
+    torch = None
 
 # LEVIR, DSIFN and xBD are plain PNGs: opening them (and their chips) is expected to warn.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -121,6 +116,7 @@ def test_forced_split_sends_levir_test_crops_to_test(data_dir: Path, tmp_path: P
     assert {r.split for r in rows if not r.scene.startswith("test_")} == {"train", "val"}
 
 
+@pytest.mark.realdata  # its example config reads ../shared/data
 def test_example_config_builds_levir_dsifn_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)  # its paths are relative to the repository root
     root = prepare_dataset(REPO / "examples" / "dataset_levir_dsifn.yaml", tmp_path / "ds")
@@ -192,7 +188,10 @@ def test_xbd_unclassified_buildings_can_be_ignored(data_dir: Path, tmp_path: Pat
     np.testing.assert_array_equal(damage == 255, label == 255)
 
 
+@needs("torch")
 def test_change_chip_dataset_items_have_documented_shapes_and_types(xbd: Path, levir: Path) -> None:
+    from deltacd.datasets import ChangeChipDataset
+
     train = ChangeChipDataset(levir, "train")
     item = train[0]
     assert item["before"].shape == (3, 256, 256) and item["before"].dtype == torch.float32
@@ -429,8 +428,11 @@ def _pattern(batch: int = 4, size: int = 32) -> tuple[torch.Tensor, torch.Tensor
     return before, after, label
 
 
+@needs("torch", "kornia")
 @pytest.mark.usefixtures("one_thread")
 def test_augmentation_flips_dates_and_label_together() -> None:
+    from deltacd.datasets import AugmentConfig, PairAugmentation
+
     before, after, label = _pattern()
     b, a, lab = PairAugmentation(AugmentConfig(**{**OFF, "hflip_p": 1.0}), seed=0)(before, after, label)
     assert torch.equal(b, before.flip(-1)) and torch.equal(a, after.flip(-1)) and torch.equal(lab, label.flip(-1))
@@ -444,8 +446,11 @@ def test_augmentation_flips_dates_and_label_together() -> None:
     assert torch.equal(lab[known], expected[known]) and int((lab == 255).sum()) == 4 * 5
 
 
+@needs("torch", "kornia")
 @pytest.mark.usefixtures("one_thread")
 def test_augmentation_affine_keeps_labels_in_the_allowed_set() -> None:
+    from deltacd.datasets import AugmentConfig, PairAugmentation
+
     before, after, label = _pattern(size=48)
     config = AugmentConfig(**{**OFF, "affine_p": 1.0, "affine_degrees": 10.0, "affine_scale": (0.85, 0.9)})
     b, a, lab = PairAugmentation(config, seed=2)(before, after, label)
@@ -454,8 +459,11 @@ def test_augmentation_affine_keeps_labels_in_the_allowed_set() -> None:
     assert bool((lab[:, 0, 0] == 255).all())  # corners padded by the zoom-out are ignored
 
 
+@needs("torch", "kornia")
 @pytest.mark.usefixtures("one_thread")
 def test_augmentation_swap_and_misregistration() -> None:
+    from deltacd.datasets import AugmentConfig, PairAugmentation
+
     before, after, label = _pattern()
     b, a, lab = PairAugmentation(AugmentConfig(**{**OFF, "swap_p": 1.0}), seed=0)(before, after, label)
     assert torch.equal(b, after) and torch.equal(a, before) and torch.equal(lab, label)
@@ -467,8 +475,11 @@ def test_augmentation_swap_and_misregistration() -> None:
     assert bool((moved > 0.01).all()) and float((a - after).abs().mean()) < 3 * 3.3  # at most ~1.5 px of a 3/px ramp
 
 
+@needs("torch", "kornia")
 @pytest.mark.usefixtures("one_thread")
 def test_augmentation_is_reproducible_with_a_seed_and_photometry_is_per_date() -> None:
+    from deltacd.datasets import AugmentConfig, PairAugmentation
+
     before, after, label = _pattern()
     config = AugmentConfig(**{**OFF, "photometric_p": 1.0, "noise_p": 1.0, "hflip_p": 0.5})
     first = PairAugmentation(config, seed=7)(before, after, label)

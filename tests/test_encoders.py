@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
-import torch
+
+torch = pytest.importorskip("torch")  # the `learn` extra; a core install skips this module
+timm = pytest.importorskip("timm")
 import torch.nn.functional as F
 from skimage import data as skdata
 from skimage.transform import resize
 
+from conftest import needs
 from deltacd.errors import InputError, OfflineError
 from deltacd.models.encoders import band_mixing, build_encoder
 from deltacd.models.encoders import efficientnet_lite0 as lite
@@ -160,8 +162,8 @@ SPECS = [
     ("timm:mobilenetv3_small_100", None),
     ("timm:convnext_atto", None),
     ("timm:vit_tiny_patch16_224", None),
-    ("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO", "random"),
-    ("torchgeo:Swin_V2_T_Weights.SENTINEL2_SI_RGB_SATLAS", "random"),
+    pytest.param("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO", "random", marks=needs("torchgeo")),
+    pytest.param("torchgeo:Swin_V2_T_Weights.SENTINEL2_SI_RGB_SATLAS", "random", marks=needs("torchgeo")),
 ]
 
 
@@ -260,6 +262,7 @@ def _resnet18_state_dict(in_chans: int = 3) -> dict[str, torch.Tensor]:
     return timm.create_model("resnet18", pretrained=False, in_chans=in_chans).state_dict()
 
 
+@needs("torchgeo")
 def test_torchgeo_local_weights_are_adapted_by_band_name(tmp_path: Path) -> None:
     sd = _resnet18_state_dict(13)  # a stand-in for resnet18_sentinel2_all_moco: same keys and shapes
     path = tmp_path / "resnet18_sentinel2_all_moco.pth"
@@ -279,6 +282,7 @@ def test_torchgeo_local_weights_are_adapted_by_band_name(tmp_path: Path) -> None
         build_encoder("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO", in_channels=3, weights=f"local:{path}")
 
 
+@needs("torchgeo")
 def test_torchgeo_satlas_swin_local_weights_load_into_torchvision_swin(tmp_path: Path) -> None:
     import torchvision
 
@@ -334,6 +338,7 @@ def test_timm_weights_already_in_the_torch_hub_cache_load_offline(no_network, tm
     assert encoder.mean == pytest.approx([0.485, 0.456, 0.406]) and encoder.input_scale == pytest.approx(1 / 255)
 
 
+@needs("torchgeo")
 def test_torchgeo_weights_offline_name_the_cache_file(no_network, tmp_path: Path) -> None:
     with pytest.raises(OfflineError, match="resnet18_sentinel2_rgb_moco-[0-9a-f]+.pth") as caught:
         build_encoder("torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO", in_channels=3)
@@ -350,7 +355,8 @@ def test_torchgeo_weights_offline_name_the_cache_file(no_network, tmp_path: Path
         ("timm:resnet181", "resnet18"),
         ("resnet18", "timm:resnet18"),
         ("efficientnet_lite0:imagenett", "efficientnet_lite0:imagenet"),
-        ("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOC", "ResNet18_Weights.SENTINEL2_ALL_MOCO"),
+        pytest.param("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOC", "ResNet18_Weights.SENTINEL2_ALL_MOCO",
+                     marks=needs("torchgeo")),
     ],
 )
 def test_unknown_encoder_lists_close_matches(spec: str, suggestion: str) -> None:

@@ -21,13 +21,17 @@ from PIL import Image
 from rasterio.features import shapes
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 from scipy import ndimage
-from sklearn import metrics as skm
 
-from conftest import LAMBERT93, write_geotiff
+from conftest import LAMBERT93, needs, write_geotiff
 from deltacd.errors import InputError, OutputError
 from deltacd.evaluate import evaluate as evaluate_module
 from deltacd.evaluate.evaluate import evaluate
 from deltacd.evaluate.metrics import ConfusionMatrix
+
+try:
+    from sklearn import metrics as skm  # the reference implementation (`test` extra)
+except ImportError:  # the tests marked @needs("sklearn") skip
+    skm = None
 
 DSIFN_MODELS = ["BIT", "ChangeFormerV6", "DTCDSCN", "SiamUnet_conc", "SiamUnet_diff", "Unet"]
 #: 2 m pixels (DSIFN is about 2 m) in Lambert-93.
@@ -81,6 +85,7 @@ def _nothing_written(out: Path) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+@needs("sklearn")
 @pytest.mark.parametrize("model", DSIFN_MODELS)
 def test_raster_scores_equal_sklearn_on_published_predictions(model, dsifn, dsifn_tifs, tmp_path):
     result = evaluate(dsifn_tifs[model], dsifn_tifs["label"], tmp_path / "out", **FAST)
@@ -95,6 +100,7 @@ def test_raster_scores_equal_sklearn_on_published_predictions(model, dsifn, dsif
         assert ci["n_blocks"] == (256 // 32) * (2560 // 32)
 
 
+@needs("sklearn")
 def test_nodata_pixels_of_the_prediction_are_left_out(dsifn, tmp_path):
     pred = dsifn["BIT"].copy()
     pred[:40, 300:700] = 255  # deltacd's nodata
@@ -111,6 +117,7 @@ def test_nodata_pixels_of_the_prediction_are_left_out(dsifn, tmp_path):
     assert result.metrics["area"]["missed_ha"] == pytest.approx(result.confusion.fn * 4e-4)
 
 
+@needs("sklearn")
 def test_class_maps_equal_sklearn(tmp_path):
     rng = np.random.default_rng(0)
     ref = ndimage.zoom(rng.integers(0, 3, (16, 20)), 8, order=0)
@@ -129,6 +136,7 @@ def test_class_maps_equal_sklearn(tmp_path):
     assert result.class_names == ("water", "forest", "urban")
 
 
+@needs("sklearn")
 def test_zero_255_reference_reads_255_as_change(dsifn, tmp_path):
     p = write_geotiff(tmp_path / "pred.tif", dsifn["Unet"], transform=TRANSFORM, nodata=255)
     r = write_geotiff(tmp_path / "ref.tif", (dsifn["label"] * 255).astype(np.uint8), transform=TRANSFORM)
@@ -381,6 +389,7 @@ def test_changes_gpkg_beside_the_mask_gives_the_predicted_objects(tmp_path):
     assert result.metrics["objects"]["predicted_objects_from"].endswith("changes.gpkg")
 
 
+@needs("sklearn")
 def test_cli_evaluate_reports_f1_with_its_interval(dsifn, dsifn_tifs, tmp_path, capsys):
     from deltacd.cli import main
 

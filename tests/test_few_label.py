@@ -1,4 +1,4 @@
-"""Few-label benchmark (deltacd.benchmark.few_label): config validation, nested draws, summary maths, a tiny real run."""
+"""Few-label benchmark (benchmarks/fewlabel): config validation, nested draws, summary maths, a tiny real run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deltacd.benchmark.few_label import (
+pytest.importorskip("torch")  # the benchmark trains networks: the `learn` extra; a core install skips this module
+pytest.importorskip("lightning")
+
+from conftest import needs
+from deltacd.errors import InputError, OutputError
+from deltacd.io.outputs import MARKER
+from fewlabel.protocol import (
     OUTPUTS,
     draw_chips,
     draw_single_date_chips,
@@ -18,8 +24,6 @@ from deltacd.benchmark.few_label import (
     run_few_label,
     summarise,
 )
-from deltacd.errors import InputError, OutputError
-from deltacd.io.outputs import MARKER
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +149,7 @@ def test_summary_mean_std_min_max_over_seeds():
 # --- end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_output(tiny_dataset, tmp_path):
     import torch
 
@@ -188,13 +193,13 @@ def test_tiny_run_writes_every_output(tiny_dataset, tmp_path):
 
 
 def test_cli_refuses_an_existing_output_folder_in_one_line(tiny_dataset, tmp_path, capsys):
-    from deltacd.cli import main
+    from few_label import main
 
     config = tmp_path / "few.yaml"
     config.write_text(f"dataset: {tiny_dataset}\narms: [{{name: zs, kind: zero_shot}}]\n")
     out = tmp_path / "exists"
     out.mkdir()
-    assert main(["-q", "benchmark", "few-label", str(config), "-o", str(out)]) == 1
+    assert main(["-q", str(config), "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("deltacd: error:") and "--overwrite" in err and "\n" not in err
     assert list(out.iterdir()) == []
@@ -202,17 +207,20 @@ def test_cli_refuses_an_existing_output_folder_in_one_line(tiny_dataset, tmp_pat
 
 @pytest.mark.parametrize(("balance", "expected"), [({"0": 300, "1": 100}, 3.0), ({"0": 0, "1": 4096}, 1.0), ({"0": 4096, "1": 0}, 1.0)])
 def test_auto_pos_weight_falls_back_to_one_when_a_class_is_absent(tiny_dataset, balance, expected):
-    from deltacd.benchmark.few_label import _pos_weight
+    from fewlabel.protocol import _pos_weight
 
     cfg = load_few_label_config(_config(tiny_dataset))
     assert _pos_weight(cfg, {**balance, "ignored": 0}) == expected
 
 
+@pytest.mark.slow
+@needs("torchgeo")
 def test_peer_benchmark_trains_torchgeo_and_deltacd_on_the_same_chips(tiny_dataset, tmp_path):
-    """`deltacd benchmark peers`: torchgeo's ChangeDetectionTask beside deltacd's recipe, same chips, steps and scoring."""
+    """`python benchmarks/few_label.py` with torchgeo arms: torchgeo's ChangeDetectionTask beside deltacd's recipe, same
+    chips, steps and scoring."""
     import yaml
 
-    from deltacd.cli import main
+    from few_label import main
 
     values = _config(
         tiny_dataset,
@@ -225,7 +233,7 @@ def test_peer_benchmark_trains_torchgeo_and_deltacd_on_the_same_chips(tiny_datas
     config = tmp_path / "peers.yaml"
     config.write_text(yaml.safe_dump(values))
     out = tmp_path / "peers"
-    assert main(["-q", "benchmark", "peers", str(config), "-o", str(out)]) == 0
+    assert main(["-q", str(config), "-o", str(out)]) == 0
     with (out / "few_label.csv").open() as handle:
         rows = {r["arm"]: r for r in csv.DictReader(handle)}
     assert set(rows) == {"deltacd", "torchgeo-fcsiamdiff", "torchgeo-unet"}

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
 from PIL import Image
+
+torch = pytest.importorskip("torch")  # the `learn` extra; a core install skips this module
 from torch import nn
 
 import deltacd
+from conftest import needs
 from deltacd.engine.runner import predict_scene
 from deltacd.errors import InputError, MissingInputError
 from deltacd.io.grid import Grid
-from deltacd.io.levir import PIXEL_DEG, georeference_levir_crop, levir_crop_transform, parse_levir_name
 from deltacd.io.rasters import open_image
 from deltacd.methods.learned import LearnedModel
 from deltacd.models.checkpoint import ModelSpec, save_checkpoint
@@ -25,6 +26,7 @@ from deltacd.models.registry import build_model
 from deltacd.models.tinycd import TinyCD
 from deltacd.prepare.align import align_pair
 from deltacd.prepare.sampling import PixelSample
+from levir import PIXEL_DEG, georeference_levir_crop, levir_crop_transform, parse_levir_name
 
 LEVIR_CROPS = ("test_102_0512_0000.png", "test_55_0256_0000.png")
 QUIET = dict(harmonise="none", coregistration="off")
@@ -100,6 +102,7 @@ def _spec(bands: str = "R,G,B", *, mean: float = 0.0, std: float = 1.0, threshol
 # ------------------------------------------------------------------ real weights, real labels
 
 
+@pytest.mark.slow
 def test_tinycd_through_detect_matches_levir_labels_pixel_for_pixel(levir_tinycd, data_dir, tmp_path):
     levir, coords = data_dir / "levircd_bitcd", data_dir / "levircd-spatialinfo_stanet" / "LEVIR_CD_name_coords.json"
     tp = fp = fn = 0
@@ -134,6 +137,7 @@ def _levir_arrays(data_dir: Path, name: str = LEVIR_CROPS[0], side: int = 256) -
     return tuple(p.transpose(2, 0, 1)[None].astype(np.float32) for p in pair)
 
 
+@needs("onnx", "onnxruntime")
 def test_onnx_runtime_gives_torchs_probabilities_on_real_crops(data_dir):
     checkpoint = f"tinycd:{data_dir / 'checkpoints_tinycd' / 'levir_best.pth'}"
     before, after = _levir_arrays(data_dir)
@@ -148,6 +152,8 @@ def test_onnx_runtime_gives_torchs_probabilities_on_real_crops(data_dir):
     assert 0.01 < (by_runtime["torch"] > 0.5).mean() < 0.5  # the crop has changes: not a blank map
 
 
+@pytest.mark.slow
+@needs("onnx", "onnxruntime")
 def test_onnx_export_is_cached_by_weights_and_reused(data_dir, tmp_path, monkeypatch):
     checkpoint = f"tinycd:{data_dir / 'checkpoints_tinycd' / 'levir_best.pth'}"
     before, after = _levir_arrays(data_dir, side=64)

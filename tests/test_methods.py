@@ -113,3 +113,70 @@ def test_unknown_method_lists_the_available_ones():
 def test_unknown_method_option_is_named():
     with pytest.raises(InputError, match="chi2_quantil not accepted by irmad"):
         get_method("irmad", chi2_quantil=0.9)
+
+
+def test_a_registered_change_method_is_built_by_name_and_a_taken_name_is_refused():
+    from deltacd.methods import METHODS, register_method
+    from deltacd.methods.base import ChangeMethod
+
+    class Half(ChangeMethod):
+        name = "test-half"
+
+        def __init__(self, *, factor: float = 0.5) -> None:
+            self.factor = factor
+
+        def predict(self, before, after):
+            return (self.factor * (after - before).sum(axis=1)).astype(np.float32)
+
+    class Other(Half):
+        name = "test-half"
+
+    try:
+        assert register_method(Half) is Half and METHODS["test-half"] is Half
+        assert get_method("test-half", factor=2.0).factor == 2.0
+        with pytest.raises(InputError, match="factr not accepted by test-half"):
+            get_method("test-half", factr=1.0)
+        with pytest.raises(InputError, match="name 'test-half' is taken by Half"):
+            register_method(Other)
+    finally:
+        METHODS.pop("test-half", None)
+    with pytest.raises(InputError, match="not a method class"):
+        register_method(dict)
+
+
+def test_the_engine_reads_only_attributes_the_base_class_declares():
+    from deltacd.methods.base import ChangeMethod
+
+    for attr in ("context", "size_multiple", "tile_size", "work_bytes_per_pixel", "channels", "thread_safe",
+                 "score_units", "score_range", "threshold_rule", "default_harmonise"):
+        assert hasattr(ChangeMethod, attr), attr
+    assert (ChangeMethod.channels, ChangeMethod.thread_safe, ChangeMethod.default_harmonise) == (1, False, "pif")
+    assert not hasattr(CVA(), "gsd_m")  # only networks run at a training resolution
+
+
+def test_damage_methods_register_in_the_same_registry():
+    from deltacd.damage.methods import ChangeRules, DamageMethod, build_damage_method
+    from deltacd.methods import DAMAGE_METHODS, METHODS, register_method
+
+    assert DAMAGE_METHODS["change"] is ChangeRules and "change" not in METHODS
+
+    @register_method
+    class Flat(DamageMethod):
+        name = "test-flat"
+
+        def grade(self, context):
+            raise NotImplementedError
+
+    try:
+        assert DAMAGE_METHODS["test-flat"] is Flat and "test-flat" not in METHODS
+        method = build_damage_method("test-flat", model=None, min_valid_share=0.3)
+        assert isinstance(method, Flat) and method.min_valid_share == 0.3
+        with pytest.raises(InputError, match="the test-flat method uses no model"):
+            build_damage_method("test-flat", model="model.safetensors")
+    finally:
+        DAMAGE_METHODS.pop("test-flat", None)
+    assert build_damage_method("auto", model=None, share_thresholds=(0.2, 0.4, 0.6)).share_thresholds == (0.2, 0.4, 0.6)
+    with pytest.raises(InputError, match="unknown damage method 'nope'; available: auto, change, classifier, segmentation"):
+        build_damage_method("nope", model=None)
+    with pytest.raises(InputError, match="needs a trained model .* task: damage-classifier"):
+        build_damage_method("classifier", model=None)

@@ -6,7 +6,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the `learn` extra; a core install skips this module
 from torch.utils.data import WeightedRandomSampler
 
 from deltacd.datasets.sampling import RandomCrops, source_weights

@@ -18,7 +18,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 import deltacd
-from conftest import textured_scene, write_geotiff
+from conftest import needs, textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError
 
@@ -57,7 +57,7 @@ def test_a_fine_and_a_coarse_date_give_the_same_grid_and_no_change_in_both_order
 def _levir_coarse(data_dir: Path, tmp_path: Path, name: str, factor: int = 3) -> tuple[Path, Path, np.ndarray]:
     from PIL import Image
 
-    from deltacd.io.levir import georeference_levir_crop
+    from levir import georeference_levir_crop
 
     levir = data_dir / "levircd_bitcd"
     coords = data_dir / "levircd-spatialinfo_stanet" / "LEVIR_CD_name_coords.json"
@@ -85,6 +85,7 @@ def _coarse_copy_exact(src_path: Path, dst_path: Path, factor: int) -> Path:
 
 
 @pytest.mark.slow
+@needs("torch")
 def test_a_network_runs_at_its_training_resolution_and_says_so(data_dir, tmp_path):
     model = "tinycd:" + str(data_dir / "checkpoints_tinycd" / "levir_best.pth")
     crops = [_levir_coarse(data_dir, tmp_path, name) for name in ("test_2_0000_0000", "test_55_0256_0000", "test_7_0256_0512")]
@@ -105,6 +106,7 @@ def test_a_network_runs_at_its_training_resolution_and_says_so(data_dir, tmp_pat
     assert scores["auto"] > 0.85 and scores["auto"] > scores["grid"] + 0.2, scores
 
 
+@needs("torch")
 def test_tinycd_checkpoints_know_their_training_resolution(data_dir):
     from deltacd.methods.learned import LearnedModel
 
@@ -116,8 +118,9 @@ def test_tinycd_checkpoints_know_their_training_resolution(data_dir):
 # --- thresholds that flag half the scene ---------------------------------------------------------
 
 @pytest.mark.slow
+@needs("torch")
 def test_zero_shot_flags_at_most_a_tenth_of_an_unchanged_real_scene(data_dir, tmp_path):
-    from deltacd.io.levir import georeference_levir_crop
+    from levir import georeference_levir_crop
 
     levir = data_dir / "levircd_bitcd"
     coords = data_dir / "levircd-spatialinfo_stanet" / "LEVIR_CD_name_coords.json"
@@ -145,7 +148,8 @@ def test_more_than_half_changed_is_a_warning_in_the_console_and_run_json(scene_p
 # --- settings checked before any work ------------------------------------------------------------
 
 @pytest.mark.parametrize("options,named", [({"tile_size": 7}, "tile_size"), ({"threshold": -1.0}, "threshold"),
-                                           ({"threshold": 2.5, "method": "zero-shot"}, "threshold")])
+                                           pytest.param({"threshold": 2.5, "method": "zero-shot"}, "threshold",
+                                                        marks=needs("torch"))])
 def test_settings_are_refused_before_any_stage_runs(scene_pair, tmp_path, options, named):
     before, after = scene_pair()
     stages = []
@@ -210,7 +214,7 @@ def test_a_network_without_the_learning_extras_is_one_line(scene_pair, tmp_path)
 
 def test_rebuilding_a_checkpoint_never_downloads(tmp_path, monkeypatch):
     """A checkpoint whose metadata asks for ImageNet weights is rebuilt from its own weights, offline."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     from deltacd.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
     from deltacd.models.registry import build_model
@@ -230,15 +234,16 @@ def test_rebuilding_a_checkpoint_never_downloads(tmp_path, monkeypatch):
         assert torch.equal(loaded.state_dict()[key], value)
 
 
-def test_cuda_asked_without_a_gpu_falls_back_to_the_cpu_with_a_warning(monkeypatch):
-    import torch
+def test_cuda_asked_without_a_gpu_stops_and_auto_falls_back_to_the_cpu(monkeypatch):
+    torch = pytest.importorskip("torch")
 
-    from deltacd.errors import DeltacdWarning
+    from deltacd.errors import ResourceError
     from deltacd.methods.learned import _resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.warns(DeltacdWarning, match="no CUDA GPU"):
-        assert _resolve_device("cuda").type == "cpu"
+    with pytest.raises(ResourceError, match="no CUDA GPU.*--device auto"):
+        _resolve_device("cuda")
+    assert _resolve_device("auto").type == "cpu"
 
 
 # --- usability -----------------------------------------------------------------------------------
@@ -253,6 +258,7 @@ def test_verbosity_flags_after_the_verb_and_a_log_in_the_output(scene_pair, tmp_
     assert "co-registration" in log and "INFO" in log
 
 
+@pytest.mark.slow
 def test_a_folder_of_tiles_is_mosaicked(data_dir, tmp_path):
     folder = data_dir / "joplin-georef-unlabeled_xview2deploy"
     result = deltacd.detect(folder / "pre", folder / "post", tmp_path / "out", coregistration="off")

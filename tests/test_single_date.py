@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import torch
 from affine import Affine
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-from conftest import LAMBERT93, textured_scene, write_geotiff
-from deltacd.datasets import ChangeChipDataset, SingleDateSource, load_manifest, prepare_dataset, read_chips
+from conftest import LAMBERT93, needs, textured_scene, write_geotiff
+from deltacd.datasets import SingleDateSource, load_manifest, prepare_dataset, read_chips
 from deltacd.datasets.single_date import draw_star_partners, open_single_date
 from deltacd.errors import InputError
-from deltacd.evaluate.xview2 import rasterize_xbd_labels
+from deltacd.datasets.xview2 import rasterize_xbd_labels
 
 # xBD PNGs, the JPEG mask and their chips have no georeferencing: opening them is expected to warn.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -59,7 +58,7 @@ def _joplin_mask(data_dir: Path, tile: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
+def example(tmp_path_factory, data_dir: Path) -> Path:  # data_dir: the example reads ../shared/data
     out = tmp_path_factory.mktemp("star") / "ds"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(REPO)  # the example's paths are relative to the repository root
@@ -81,12 +80,22 @@ def test_example_config_builds_star_pairs_and_records_the_parameters(example: Pa
             assert star["identity_pairs"][split] == int(2 * n * 0.1 + 0.5)  # exactly round(fraction * pairs)
     assert all(manifest.splits[s] > 0 for s in ("train", "val", "test"))
     assert manifest.class_balance["train"]["1"] > 0 and manifest.class_balance["train"]["0"] > 0
+
+
+@needs("torch")
+def test_star_pairs_are_read_by_the_torch_dataset(example: Path) -> None:
+    import torch
+
+    from deltacd.datasets import ChangeChipDataset
+
     item = ChangeChipDataset(example, "train")[0]  # training reads pairs like any chips
     assert item["before"].shape == item["after"].shape == (3, 256, 256) and item["label"].dtype == torch.int64
 
 
 def test_pairs_are_drawn_within_one_split_and_one_source(example: Path) -> None:
     rows = read_chips(example)
+    assert rows, "the example built no pairs"  # the checks below loop over them
+    assert any(r.pair_of[0] != r.pair_of[1] for r in rows)  # and some pairs join two different chips
     befores: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         befores.setdefault((r.split, r.source_name), set()).add(r.pair_of[0])

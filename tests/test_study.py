@@ -13,14 +13,16 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+import yaml
 from affine import Affine
 
-from conftest import write_geotiff
+from conftest import needs, write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError, MissingInputError
 from deltacd.evaluate.reference import open_labels
 from deltacd.io.grid import Grid
 from deltacd.report.html import SECTIONS
+from deltacd.study.config import load_study
 from deltacd.study.examples import prepare_examples
 from deltacd.study.fromto import Classes, attribute_transitions
 from deltacd.study.run import run_study
@@ -111,6 +113,7 @@ def test_ign_and_hurricane_studies_run(example_data):
     assert (damage.out_dir / "report" / "webmap" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_at_the_step_it_was_in(tmp_path, scene_pair):
     before, after = scene_pair(change=(40, 40, 60, 60))
     study = tmp_path / "study.yaml"
@@ -179,7 +182,44 @@ def test_the_templates_fail_with_file_not_found_until_pointed_at_data(example_da
     assert err.count("\n") == 1 and "file not found" in err
 
 
+def _study_files() -> list[Path]:
+    return [p for p in sorted(EXAMPLES.glob("*.yaml")) if {"inputs", "steps"} <= set(yaml.safe_load(p.read_text()) or {})]
+
+
+@pytest.mark.parametrize("path", _study_files(), ids=lambda p: p.name)
+def test_every_shipped_study_file_is_valid_but_for_its_data(path):
+    """Step options spelt as the flags (buffer_m, or the earlier buffer) validate before any file is looked at."""
+    try:
+        load_study(path)
+    except MissingInputError:
+        pass  # the templates name the user's files; the examples need prepare-examples
+
+
+def test_a_study_reports_every_problem_at_once(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text("name: x\noutput: out\ninputs: {before: a.tif, after: b.tif, zones: z.gpkg}\n"
+                     "steps: {detect: {colour: 1, min-area: 5}, damage: {buffer: 1, ring_m: 2}}\n")
+    with pytest.raises(InputError) as info:
+        run_study(study)
+    message = str(info.value)
+    assert "\n" not in message and "problems" in message
+    for named in ("damage needs inputs.buildings", "zone_field", "inputs.before:", "a.tif: file not found",
+                  "b.tif: file not found", "z.gpkg: file not found", "steps.detect", "colour"):
+        assert named in message, named
+    assert "buffer" not in message and "min-area" not in message  # earlier spellings are the same settings
+    assert not (tmp_path / "out").exists()
+
+
+def test_earlier_flag_spellings_are_stored_under_the_field_name(tmp_path):
+    study = {"name": "x", "output": str(tmp_path / "out"), "inputs": {"before": str(tmp_path), "after": str(tmp_path)},
+             "steps": {"detect": {"min-area": 5, "tile-size": 512}}}
+    assert load_study(study).steps["detect"] == {"min_area_m2": 5, "tile_size": 512}
+    with pytest.raises(InputError, match="min-area and min_area_m2 name the same setting"):
+        load_study({**study, "steps": {"detect": {"min-area": 5, "min_area_m2": 6}}})
+
+
 @pytest.mark.slow
+@needs("playwright")
 def test_the_web_map_works_in_a_real_browser(example_data, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+torch = pytest.importorskip("torch")  # the `learn` extra; a core install skips this module
 
 from deltacd.errors import InputError, MissingInputError
 from deltacd.models.tinycd import (
@@ -79,6 +80,7 @@ def test_the_two_checkpoints_hold_different_weights(ckpt_dir: Path) -> None:
 # ------------------------------------------------------------------ accuracy on real data
 
 
+@pytest.mark.slow
 def test_levir_micro_f1_matches_authors_code(levir_model: TinyCD, levir_dir: Path) -> None:
     names = sorted(p.name for p in (levir_dir / "label").glob("test_*.png"))
     assert len(names) == 7

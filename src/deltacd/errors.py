@@ -24,6 +24,10 @@ class OutputError(DeltacdError, OSError):
     """The output location exists already or cannot be written."""
 
 
+class ResourceError(DeltacdError, OSError):
+    """The machine cannot do what the run asks: no space, no permission, no memory, no GPU, a file system gone."""
+
+
 class OfflineError(DeltacdError, RuntimeError):
     """Weights or data would have to be downloaded, and no local file was given."""
 

@@ -15,13 +15,11 @@ import math
 import os
 import shutil
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,17 +31,19 @@ from deltacd._version import __version__
 from deltacd.config import DetectOptions, build_options
 from deltacd.engine.blocks import DEFAULT_BLOCK_SIZE, SceneTask, dask_client, predict_in_blocks
 from deltacd.engine.regrid import FAR_RESOLUTION, SAME_RESOLUTION, grid_at_resolution, read_on_grid, write_strips
-from deltacd.engine.runner import EngineStats, check_tile_memory, one_blas_thread, predict_scene
+from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
-from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.qgis import MASK_STYLE, UNCERTAINTY_STYLE, outline_qml, score_ramp, write_styles
-from deltacd.io.rasters import DateImage, gdal_env, open_image
-from deltacd.io.records import environment, fingerprint, write_json
-from deltacd.io.runlog import RunLog
+from deltacd.io.rasters import DateImage, open_image
+from deltacd.io.records import fingerprint
 from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import ChangeMethod, get_method
+from deltacd.outputs.backdrop import write_backdrops
+from deltacd.outputs.layout import MASK_NODATA, SCORE, DetectOutputs
+from deltacd.outputs.quicklook import ChangeEdges, write_quicklook
+from deltacd.outputs.run import Run, StageProgress, Timings, stage_progress
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.polygons import CleanUp, change_regions, rescue_pixels
 from deltacd.prepare.align import AlignedPair, align_pair, target_crs
@@ -51,21 +51,9 @@ from deltacd.prepare.coregistration import CoregistrationReport, estimate_shift
 from deltacd.prepare.orthorectify import orthorectify
 from deltacd.prepare.radiometry import fit_harmoniser
 from deltacd.prepare.sampling import PixelSample, sample_pixels
-from deltacd.outputs.backdrop import write_backdrops
-from deltacd.outputs.quicklook import ChangeEdges, write_quicklook
 
 log = logging.getLogger(__name__)
 
-#: Progress of a named stage: ``progress(stage, done, total)``.
-StageProgress = Callable[[str, int, int], None]
-
-SCORE = "change_score.tif"
-UNCERTAINTY = "change_uncertainty.tif"
-MASK = "change_mask.tif"
-POLYGONS = "changes.gpkg"
-QUICKLOOK = "quicklook.png"
-RUN_RECORD = "run.json"
-MASK_NODATA = 255
 #: Subfolder of the staging folder holding the pieces of a run made in blocks (kept for --resume).
 BLOCKS = "_blocks"
 
@@ -78,20 +66,24 @@ class DetectResult:
     record: dict[str, Any]
 
     @property
+    def outputs(self) -> DetectOutputs:
+        return DetectOutputs(self.out_dir)
+
+    @property
     def score(self) -> Path:
-        return self.out_dir / SCORE
+        return self.outputs.score
 
     @property
     def mask(self) -> Path:
-        return self.out_dir / MASK
+        return self.outputs.mask
 
     @property
     def polygons(self) -> Path:
-        return self.out_dir / POLYGONS
+        return self.outputs.polygons
 
     @property
     def quicklook(self) -> Path:
-        return self.out_dir / QUICKLOOK
+        return self.outputs.quicklook
 
 
 @dataclass
@@ -108,10 +100,11 @@ class PreparedPair:
     radiometry: dict[str, Any]
     sample: PixelSample  # scene-wide pixels, date 2 harmonised
 
-    def start_coregistration(self) -> None:
-        """Start the background measure if it was left for later."""
+    def start_coregistration(self) -> Future | None:
+        """Start the background measure if it was left for later; the measure (None when there is none)."""
         if callable(self.measured):
             self.measured = self.measured()
+        return self.measured
 
     @property
     def coregistration(self) -> CoregistrationReport | None:
@@ -130,16 +123,6 @@ class Blocks:
     threads: int | None = None  # engine threads inside a block
 
 
-class _Timings(dict):
-    """Seconds per stage; stages may run in several threads (co-registration beside prediction)."""
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
-
-
 def open_pair(before: str | Path | list, after: str | Path | list, options: DetectOptions) -> tuple[DateImage, DateImage]:
     """Read both dates' metadata and band names (nothing is read from the pixels yet)."""
     first = open_image(before, bands=options.bands_before, label="before", rpc_height=options.rpc_height,
@@ -150,10 +133,12 @@ def open_pair(before: str | Path | list, after: str | Path | list, options: Dete
 
 
 def prepare_pair(
-    first: DateImage, second: DateImage, options: DetectOptions, workdir: Path, timings: _Timings,
+    first: DateImage, second: DateImage, options: DetectOptions, run: Run,
     progress: StageProgress | None = None, *, measure_now: bool = True,
 ) -> PreparedPair:
-    """Orthorectify, align, co-register and harmonise both dates.
+    """Orthorectify, align, co-register and harmonise both dates (scratch files in ``run.workdir``).
+
+    A background measure is tracked by ``run``: a failed run waits for it, so its warnings stay in the run's log.
 
     ``measure_now=False`` leaves the background measure of the ``"report"`` mode for later
     (:meth:`PreparedPair.start_coregistration`): beside a network that keeps every core busy
@@ -161,6 +146,7 @@ def prepare_pair(
     (TinyCD, 2 048 px: +2.2 s for a 0.8 s measure).
     """
     inputs = {"before": first.describe(), "after": second.describe()}
+    timings, workdir = run.timings, run.workdir
     if first.sensor_geometry or second.sensor_geometry:
         with timings.stage("orthorectify"):
             crs = target_crs(first, options.crs)
@@ -178,17 +164,21 @@ def prepare_pair(
         report.set_result(measured)
     elif options.coregistration == "report":
         # only measured: nothing downstream waits for it, so it runs beside sampling and prediction
-        report = partial(_BACKGROUND.submit, _coregister, pair, options, timings, progress)
+        report = partial(_measure_in_background, run, pair, options, progress)
         if measure_now:
             report = report()
     with timings.stage("radiometry"):
-        sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed, progress=_stage(progress, "sampling"))
+        sample = sample_pixels(pair, max_pixels=options.sample_pixels, seed=options.seed, progress=stage_progress(progress, "sampling"))
         harmoniser = fit_harmoniser(sample, options.harmonise)
         if harmoniser is not None:
             pair = pair.replace(after_transform=harmoniser)
             sample = PixelSample(sample.bands, sample.before, harmoniser(sample.after))
     radiometry = harmoniser.describe() if harmoniser else {"rule": "none"}
     return PreparedPair(pair, inputs, report, radiometry, sample)
+
+
+def _measure_in_background(run: Run, pair: AlignedPair, options: DetectOptions, progress) -> Future:
+    return run.track(_BACKGROUND.submit(_coregister, pair, options, run.timings, progress))
 
 
 def _lower_priority() -> None:
@@ -204,9 +194,9 @@ def _lower_priority() -> None:
 _BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltacd-coregistration", initializer=_lower_priority)
 
 
-def _coregister(pair: AlignedPair, options: DetectOptions, timings: _Timings, progress) -> CoregistrationReport:
+def _coregister(pair: AlignedPair, options: DetectOptions, timings: Timings, progress) -> CoregistrationReport:
     with timings.stage("coregistration"):
-        report = estimate_shift(pair, progress=_stage(progress, "co-registration"))
+        report = estimate_shift(pair, progress=stage_progress(progress, "co-registration"))
     if report.blocks_measured and not report.reliable:
         warnings.warn(
             f"co-registration unreliable: only {report.blocks_used} of {report.blocks_measured} blocks agree on the "
@@ -283,92 +273,141 @@ def detect(
     method = build_method(opts, method_instance)
     if opts.harmonise == "auto":
         opts = replace(opts, harmonise=getattr(method, "default_harmonise", "pif"))
-    timings = _Timings()
-    started = time.perf_counter()
-    inputs = input_paths(before, after, opts.aoi, opts.dem, opts.model)
-    check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    with timings.stage("open"):
+    in_blocks = bool(resume or opts.block_size or opts.workers or opts.scheduler)
+    run = Run(out_dir, kind="detect", inputs=(before, after, opts.aoi, opts.dem, opts.model), overwrite=overwrite,
+              resumable=(BLOCKS,) if in_blocks else (), resume=resume, memory_hint=memory_hint(opts))
+    with run.timings.stage("open"):
         first, second = open_pair(before, after, opts)
     check_settings(method, opts, first, second)
-    in_blocks = bool(resume or opts.block_size or opts.workers or opts.scheduler)
+    layout = DetectOutputs(out_dir)
     # Dask's workers get one BLAS thread from their nanny (distributed's pre-spawn environment)
-    with one_blas_thread(), gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="detect", inputs=inputs,
-                                                      resumable=(BLOCKS,) if in_blocks else (), resume=resume) as staging, \
-            RunLog(staging) as run_log, ThreadPoolExecutor(max_workers=2, thread_name_prefix="deltacd-output") as background:
-        workdir = staging / "_work"
-        workdir.mkdir()
+    with run:
+        staged = DetectOutputs(run.staging)
         # per-pixel numpy methods leave room for the measure beside them; networks run their own threads
-        prepared = prepare_pair(first, second, opts, workdir, timings, progress, measure_now=method.thread_safe)
-        pair = prepared.pair
-        with pair:
-            with timings.stage("fit"):
+        prepared = prepare_pair(first, second, opts, run, progress, measure_now=method.thread_safe)
+        with prepared.pair as pair:
+            with run.timings.stage("fit"):
                 method.fit(prepared.sample)
-            grid = pair.grid
-            run_res, resolution = network_resolution(method, opts, grid)
-            hist = Histogram()
-            valid_pixels = 0
+            run_res, resolution = network_resolution(method, opts, pair.grid)
+            blocks = block_settings(opts, run.staging, run.inputs, method, prepared) if in_blocks else None
             engine = EngineStats()
-            channels = int(getattr(method, "channels", 1))
-            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=method.score_units) as score, \
-                    (RasterWriter(staging / UNCERTAINTY, grid, dtype="float32", nodata=float("nan"),
-                                  description="predictive entropy of the change probability over test-time augmentation (bits)")
-                     if channels == 2 else nullcontext()) as uncertainty, \
-                    RasterWriter(staging / MASK, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
-                                 overview_resampling="nearest") as mask:
-                blocks = block_settings(opts, staging, inputs, method, prepared) if in_blocks else None
-                with timings.stage("predict"), (dask_client(opts.scheduler, opts.workers) if opts.scheduler or opts.workers
-                                                else nullcontext()) as client:
-                    if blocks is not None:
-                        blocks = replace(blocks, client=client)
-                    for window, values in score_strips(pair, method, opts, run_res, workdir, progress, engine, blocks):
-                        if channels == 2:
-                            values, spread = values
-                            uncertainty.write(window, spread)
-                        score.write(window, values)
-                        valid_pixels += hist.update(values)
+            with ScoreWriters(staged, pair.grid, method) as writers:
+                scored = score_scene(pair, method, opts, run, writers, run_res, progress, engine, blocks)
                 prepared.start_coregistration()
-                threshold, rule = _threshold(method, hist, opts.threshold)
-                # the score's COG is written by GDAL's threads while polygons and mask are made from it
-                score.seal()
-                score_cog = background.submit(timed, timings, "cog (beside polygons)", score.publish)
-                sink = _MaskSink(mask, ChangeEdges(grid))
-                with timings.stage("polygons and mask"):
-                    regions = change_regions(
-                        score.read, grid, threshold, CleanUp(opts.min_area_m2, opts.morphology_radius_px),
-                        mask_block=sink, nodata=MASK_NODATA, progress=_stage(progress, "polygons and mask"),
-                    )
-                    polygons = regions.polygons
-                    sink.rescue(regions.rescued)
-                    mask.seal()
-                mask_cog = background.submit(timed, timings, "mask cog (beside outputs)", mask.publish)
-                with timings.stage("outputs"):
-                    write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
-                    write_layer(polygons, staging / POLYGONS, "changes")
-                with timings.stage("cog"):
-                    score_cog.result()
-                    mask_cog.result()
-                    score.close()
-                    mask.close()
-                    if uncertainty is not None:
-                        uncertainty.finish()
-                changed_pixels = sink.changed
-            with timings.stage("styles and quicklook"):
-                write_styles(staging, {MASK: lambda _: MASK_STYLE, SCORE: score_ramp(method.score_units),
-                                       UNCERTAINTY: lambda _: UNCERTAINTY_STYLE}, {(POLYGONS, "changes"): outline_qml()})
-                write_quicklook(pair, sink.edges, staging / QUICKLOOK, polygons=len(polygons),
-                                title=f"{method.name}: {len(polygons)} changes")
-            warn_if_mostly_changed(changed_pixels, valid_pixels, rule)
-            shutil.rmtree(workdir)
+                changes = write_changes(pair, opts, run, writers, scored, progress, orthorectified=first.sensor_geometry)
+            with run.timings.stage("styles and quicklook"):
+                write_styles(run.staging, {DetectOutputs.MASK: lambda _: MASK_STYLE, SCORE: score_ramp(method.score_units),
+                                           DetectOutputs.UNCERTAINTY: lambda _: UNCERTAINTY_STYLE},
+                             {(DetectOutputs.POLYGONS, DetectOutputs.layer): outline_qml()})
+                write_quicklook(pair, changes.edges, staged.quicklook, polygons=len(changes.polygons),
+                                title=f"{method.name}: {len(changes.polygons)} changes")
+            warn_if_mostly_changed(changes.changed, scored.valid_pixels, scored.rule)
             if blocks is not None:
                 shutil.rmtree(blocks.folder)
-            timings["total"] = round(time.perf_counter() - started, 3)
-            timings["method_inside_predict"] = round(engine.method_s, 3)
-            timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
-            record = _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings,
-                                 hist, resolution, run_log.warnings)
+            run.timings["method_inside_predict"] = round(engine.method_s, 3)
+            run.timings["read_wait_inside_predict"] = round(engine.read_wait_s, 3)
+            record = _run_record(run, prepared, opts, method, scored, changes, resolution)
             record["blocks"] = engine.blocks
-            write_json(staging / RUN_RECORD, record)
-    return DetectResult(Path(out_dir), record)
+            run.write_record(record)
+    return DetectResult(layout.folder, record)
+
+
+def memory_hint(options: DetectOptions) -> str:
+    """The settings that lower a run's memory, with their values, for an out-of-memory error."""
+    return (f"--tile-size (tile_size, now {options.tile_size or 'the method default'}) or --batch-size "
+            f"(batch_size, now {options.batch_size or 'the method default'})")
+
+
+class ScoreWriters:
+    """The rasters a detect run writes window by window: score, uncertainty (networks with TTA), mask."""
+
+    def __init__(self, staged: DetectOutputs, grid: Grid, method: ChangeMethod):
+        self.staged, self.grid, self.method = staged, grid, method
+        self.channels = int(getattr(method, "channels", 1))
+
+    def __enter__(self) -> ScoreWriters:
+        self._stack = ExitStack().__enter__()
+        open_ = lambda *a, **k: self._stack.enter_context(RasterWriter(*a, **k))
+        self.score = open_(self.staged.score, self.grid, dtype="float32", nodata=float("nan"),
+                           description=self.method.score_units)
+        self.uncertainty = open_(
+            self.staged.uncertainty, self.grid, dtype="float32", nodata=float("nan"),
+            description="predictive entropy of the change probability over test-time augmentation (bits)",
+        ) if self.channels == 2 else None
+        self.mask = open_(self.staged.mask, self.grid, dtype="uint8", nodata=MASK_NODATA,
+                          description="1 = change, 0 = no change", overview_resampling="nearest")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.__exit__(*exc)
+
+
+@dataclass
+class Scored:
+    """What scoring the scene measured: its histogram, valid pixels and the threshold taken from them."""
+
+    hist: Histogram
+    valid_pixels: int
+    threshold: float
+    rule: str
+
+
+@dataclass
+class Changes:
+    """The change polygons, the changed pixels written to the mask, and the quicklook's outlines."""
+
+    polygons: Any
+    changed: int
+    edges: ChangeEdges
+
+
+def score_scene(pair: AlignedPair, method: ChangeMethod, opts: DetectOptions, run: Run, writers: ScoreWriters,
+                run_res: float | None, progress: StageProgress | None, engine: EngineStats,
+                blocks: Blocks | None) -> Scored:
+    """The method's score over the scene, written window by window; the threshold from the scene histogram."""
+    hist = Histogram()
+    valid_pixels = 0
+    with run.timings.stage("predict"), (dask_client(opts.scheduler, opts.workers) if opts.scheduler or opts.workers
+                                        else nullcontext()) as client:
+        if blocks is not None:
+            blocks = replace(blocks, client=client)
+        for window, values in score_strips(pair, method, opts, run_res, run.workdir, progress, engine, blocks):
+            if writers.channels == 2:
+                values, spread = values
+                writers.uncertainty.write(window, spread)
+            writers.score.write(window, values)
+            valid_pixels += hist.update(values)
+    threshold, rule = scene_threshold(method, hist, opts.threshold)
+    return Scored(hist, valid_pixels, threshold, rule)
+
+
+def write_changes(pair: AlignedPair, opts: DetectOptions, run: Run, writers: ScoreWriters, scored: Scored,
+                  progress: StageProgress | None, *, orthorectified: bool) -> Changes:
+    """Polygons and mask from the score (one pass), the backdrops, and every raster's COG."""
+    score, mask, grid = writers.score, writers.mask, pair.grid
+    # the score's COG is written by GDAL's threads while polygons and mask are made from it
+    score.seal()
+    score_cog = run.submit("cog (beside polygons)", score.publish)
+    sink = _MaskSink(mask, ChangeEdges(grid))
+    with run.timings.stage("polygons and mask"):
+        regions = change_regions(
+            score.read, grid, scored.threshold, CleanUp(opts.min_area_m2, opts.morphology_radius_px),
+            mask_block=sink, nodata=MASK_NODATA, progress=stage_progress(progress, "polygons and mask"),
+        )
+        sink.rescue(regions.rescued)
+        mask.seal()
+    mask_cog = run.submit("mask cog (beside outputs)", mask.publish)
+    with run.timings.stage("outputs"):
+        write_backdrops(pair, run.staging, shift_px=pair.after_shift, orthorectified=orthorectified)
+        write_layer(regions.polygons, writers.staged.polygons, DetectOutputs.layer)
+    with run.timings.stage("cog"):
+        score_cog.result()
+        mask_cog.result()
+        score.close()
+        mask.close()
+        if writers.uncertainty is not None:
+            writers.uncertainty.finish()
+    return Changes(regions.polygons, sink.changed, sink.edges)
 
 
 def network_resolution(method: ChangeMethod, options: DetectOptions, grid: Grid) -> tuple[float | None, dict[str, Any] | None]:
@@ -422,12 +461,12 @@ def score_strips(
     run_pair = pair if run_res is None else pair.on_grid(grid_at_resolution(pair.grid, run_res))
     if blocks is None:
         strips = predict_scene(run_pair, method, tile_size=options.tile_size, overlap=options.overlap,
-                               batch_size=options.batch_size, progress=_stage(progress, "detect"), stats=stats,
+                               batch_size=options.batch_size, progress=stage_progress(progress, "detect"), stats=stats,
                                threads=options.threads)
     else:
         task = SceneTask(run_pair, method, options.tile_size, options.overlap, options.batch_size, blocks.threads)
         strips = predict_in_blocks(task, blocks.folder, blocks.plan | {"grid": run_pair.grid.describe()},
-                                   block_size=blocks.size, client=blocks.client, progress=_stage(progress, "blocks"),
+                                   block_size=blocks.size, client=blocks.client, progress=stage_progress(progress, "blocks"),
                                    stats=stats)
     if run_res is None:
         yield from strips
@@ -449,19 +488,8 @@ def warn_if_mostly_changed(changed_pixels: int, valid_pixels: int, rule: str) ->
             DeltacdWarning, stacklevel=2)
 
 
-def timed(timings: _Timings, name: str, function: Callable[[], Any]) -> Any:
-    """``function()`` timed as stage ``name`` (for work run in a background thread)."""
-    with timings.stage(name):
-        return function()
-
-
-def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(name, done, total)
-
-
-def _threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tuple[float, str]:
+def scene_threshold(method: ChangeMethod, hist: Histogram, given: float | str) -> tuple[float, str]:
+    """The threshold of a run and its rule: ``given``, or the method's own rule on the scene histogram."""
     if given != "auto":
         return float(given), "given (threshold setting)"
     if hist.total == 0:
@@ -489,32 +517,29 @@ class _MaskSink:
             self.edges.add_pixels(window, pixels)
 
 
-def _run_record(prepared, opts, method, threshold, rule, polygons, valid_pixels, changed_pixels, timings, hist,
-                resolution, warnings_seen) -> dict[str, Any]:
+def _run_record(run: Run, prepared: PreparedPair, opts: DetectOptions, method: ChangeMethod, scored: Scored,
+                changes: Changes, resolution: dict[str, Any] | None) -> dict[str, Any]:
     grid = prepared.pair.grid
-    pixel_ha = grid.pixel_area_m2 / 1e4
-    return {
-        "deltacd_version": __version__,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        **environment(),
-        "warnings": warnings_seen,
-        "inputs": prepared.inputs,
-        "grid": grid.describe(),
-        "bands": list(prepared.pair.bands),
-        "options": opts.to_dict(),
-        "coregistration": prepared.coregistration.describe() if prepared.coregistration else None,
-        "radiometry": prepared.radiometry,
-        "method": method.describe() | {"score_units": method.score_units},
-        "model_resolution": resolution,
-        "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
-        "score_histogram": hist.describe(),
-        "results": {
-            "valid_pixels": valid_pixels,
-            "changed_pixels": changed_pixels,
-            "changed_fraction": changed_pixels / valid_pixels if valid_pixels else None,
-            "changed_area_ha": changed_pixels * pixel_ha,
-            "polygons": len(polygons),
+    valid, changed = scored.valid_pixels, changes.changed
+    return run.record(
+        prepared.inputs,
+        grid=grid.describe(),
+        bands=list(prepared.pair.bands),
+        options=opts.to_dict(),
+        coregistration=prepared.coregistration.describe() if prepared.coregistration else None,
+        radiometry=prepared.radiometry,
+        method=method.describe() | {"score_units": method.score_units},
+        model_resolution=resolution,
+        threshold={"value": scored.threshold, "rule": scored.rule,
+                   "fraction_of_pixels_above": scored.hist.fraction_above(scored.threshold)},
+        score_histogram=scored.hist.describe(),
+        results={
+            "valid_pixels": valid,
+            "changed_pixels": changed,
+            "changed_fraction": changed / valid if valid else None,
+            "changed_area_ha": changed * grid.pixel_area_m2 / 1e4,
+            "polygons": len(changes.polygons),
         },
-        "timings_s": dict(timings),
-        "outputs": {"score": SCORE, "mask": MASK, "polygons": POLYGONS, "quicklook": QUICKLOOK},
-    }
+        outputs={"score": SCORE, "mask": DetectOutputs.MASK, "polygons": DetectOutputs.POLYGONS,
+                 "quicklook": DetectOutputs(".").quicklook.name},
+    )

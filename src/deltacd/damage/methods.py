@@ -19,11 +19,16 @@ and returns a grade per building, with grade probabilities for the trained ones
 
 A building whose valid pixels cover less than ``min_valid_share`` of its footprint (outside the
 pair, over no data) is unclassified (-1) whatever the method.
+
+The three are registered in the ``damage`` table of :mod:`deltacd.methods.registry` (on import
+of this module); another :class:`DamageMethod` registered there with
+:func:`~deltacd.methods.registry.register_method` is built by :func:`build_damage_method` alike.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import inspect
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +36,14 @@ from typing import Any, ClassVar
 
 import geopandas as gpd
 import numpy as np
-from rasterio.features import rasterize
-from rasterio.windows import Window
 
-from deltacd.outputs.grades import GRADES, UNCLASSIFIED
 from deltacd.errors import InputError
-from deltacd.io.grid import Grid
-from deltacd.methods.base import ChangeMethod
+from deltacd.methods.base import ChangeMethod, Method
+from deltacd.methods.registry import DAMAGE_METHODS, register_method
+from deltacd.outputs.grades import GRADES, UNCLASSIFIED
 from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
 from deltacd.prepare.align import AlignedPair
+from deltacd.prepare.chip import read_chip
 
 Progress = Callable[[str, int, int], None]
 
@@ -66,11 +70,25 @@ class BuildingGrades:
     details: dict[str, Any] = field(default_factory=dict)  # method state for run.json
 
 
-class DamageMethod(ABC):
-    """A way to grade buildings (module notes)."""
+class DamageMethod(Method):
+    """A way to grade buildings (module notes); register one with :func:`~deltacd.methods.registry.register_method`.
 
-    name: ClassVar[str]
+    Class attributes
+    ----------------
+    name, kind
+        Registry key (``deltacd damage --method NAME``) and table (``"damage"``).
+    trained
+        True: the method runs a trained model, and its constructor takes the model file as
+        its first argument, with keywords ``device`` and ``min_valid_share``. False: it takes
+        keywords only (``min_valid_share``, and ``share_thresholds`` when it accepts them).
+    model_task
+        The checkpoint task a trained method runs (``ModelSpec.task``); ``--method auto`` with a
+        model picks the registered method whose ``model_task`` is the model's.
+    """
+
+    kind: ClassVar[str] = "damage"
     trained: ClassVar[bool] = False
+    model_task: ClassVar[str | None] = None
 
     def __init__(self, *, min_valid_share: float = 0.5):
         self.min_valid_share = float(min_valid_share)
@@ -79,7 +97,8 @@ class DamageMethod(ABC):
     def grade(self, context: DamageContext) -> BuildingGrades:
         """Grades of ``context.buildings``."""
 
-    def _unclassify(self, grades: BuildingGrades, valid_share: np.ndarray) -> BuildingGrades:
+    def unclassify(self, grades: BuildingGrades, valid_share: np.ndarray) -> BuildingGrades:
+        """``grades`` with -1 where less than ``min_valid_share`` of a footprint has valid pixels (every method ends here)."""
         grades.grade = np.where(np.nan_to_num(valid_share) < self.min_valid_share, UNCLASSIFIED, grades.grade).astype(np.int8)
         return grades
 
@@ -87,6 +106,7 @@ class DamageMethod(ABC):
         return {"name": self.name, "min_valid_share": self.min_valid_share}
 
 
+@register_method
 class ChangeRules(DamageMethod):
     """Grades from the changed share of each footprint (no training; thresholds in the module notes)."""
 
@@ -105,7 +125,7 @@ class ChangeRules(DamageMethod):
     def grade(self, context: DamageContext) -> BuildingGrades:
         share = np.nan_to_num(context.stats.share_above, nan=0.0)
         grade = np.searchsorted(np.array(self.share_thresholds), share, side="right").astype(np.int8)
-        return self._unclassify(BuildingGrades(grade), context.valid_share)
+        return self.unclassify(BuildingGrades(grade), context.valid_share)
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"share_thresholds": list(self.share_thresholds)}
@@ -159,15 +179,17 @@ def _run_pair(pair: AlignedPair, gsd_m: float | None) -> AlignedPair:
     return pair.on_grid(grid_at_resolution(pair.grid, gsd_m))
 
 
+@register_method
 class ChipClassifier(DamageMethod):
     """A trained siamese chip classifier on chips centred on each building (module notes)."""
 
     name = "classifier"
     trained = True
+    model_task = "damage-classifier"
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", min_valid_share: float = 0.5):
         super().__init__(min_valid_share=min_valid_share)
-        self.model, self.spec, self.device = load_damage_model(model_path, "damage-classifier", device=device)
+        self.model, self.spec, self.device = load_damage_model(model_path, self.model_task, device=device)
         self.source = str(model_path)
         self.chip_px = int(self.spec.data.get("chip_px", 64))
 
@@ -195,44 +217,12 @@ class ChipClassifier(DamageMethod):
             if context.progress is not None:
                 context.progress("buildings", min(start + batch_size, n), n)
         grade = np.argmax(np.nan_to_num(probability, nan=-1.0), axis=1).astype(np.int8)
-        return self._unclassify(BuildingGrades(grade, probability, {"model": self.source, "chip_px": self.chip_px,
+        return self.unclassify(BuildingGrades(grade, probability, {"model": self.source, "chip_px": self.chip_px,
                                                                     "run_resolution_m": pair.grid.res_m}), context.valid_share)
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"model": self.source, "chip_px": self.chip_px, "gsd_m": self.spec.gsd_m,
                                      "data": self.spec.data}
-
-
-def read_chip(pair: AlignedPair, footprint, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Before, after [C, size, size] float32 and the footprint mask [size, size] of a chip centred on ``footprint``.
-
-    The chip window is clipped to the grid and padded with the band means (NaN -> 0 after
-    normalisation), so buildings at the scene edge get chips too.
-    """
-    grid = pair.grid
-    x, y = footprint.centroid.x, footprint.centroid.y
-    col, row = ~grid.transform * (x, y)
-    window = Window(int(round(col)) - size // 2, int(round(row)) - size // 2, size, size)
-    inner = window.intersection(grid.full_window) if _overlaps(window, grid) else None
-    before = np.full((len(pair.bands), size, size), np.nan, dtype=np.float32)
-    after = before.copy()
-    if inner is not None:
-        block = pair.read(inner)
-        r0, c0 = int(inner.row_off - window.row_off), int(inner.col_off - window.col_off)
-        h, w = int(inner.height), int(inner.width)
-        b, a = block.before.copy(), block.after.copy()
-        b[:, ~block.valid] = np.nan
-        a[:, ~block.valid] = np.nan
-        before[:, r0:r0 + h, c0:c0 + w] = b
-        after[:, r0:r0 + h, c0:c0 + w] = a
-    mask = rasterize([(footprint, 1)], out_shape=(size, size), transform=grid.window_transform(window), fill=0,
-                     dtype="uint8").astype(np.float32)
-    return before, after, mask
-
-
-def _overlaps(window: Window, grid: Grid) -> bool:
-    return (window.col_off < grid.width and window.row_off < grid.height
-            and window.col_off + window.width > 0 and window.row_off + window.height > 0)
 
 
 class SegmentationScores(ChangeMethod):
@@ -260,15 +250,17 @@ class SegmentationScores(ChangeMethod):
         return grades.cpu().numpy()
 
 
+@register_method
 class PixelSegmentation(DamageMethod):
     """A trained 5-class siamese U-Net; each building takes its pixels' majority grade (module notes)."""
 
     name = "segmentation"
     trained = True
+    model_task = "damage-segmentation"
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", min_valid_share: float = 0.5):
         super().__init__(min_valid_share=min_valid_share)
-        self.model, self.spec, self.device = load_damage_model(model_path, "damage-segmentation", device=device)
+        self.model, self.spec, self.device = load_damage_model(model_path, self.model_task, device=device)
         self.source = str(model_path)
 
     def grade(self, context: DamageContext) -> BuildingGrades:
@@ -287,15 +279,12 @@ class PixelSegmentation(DamageMethod):
         stats = accumulator.result()
         counted = stats.votes.sum(axis=1)
         grade = np.where(counted > 0, np.argmax(stats.votes, axis=1), UNCLASSIFIED).astype(np.int8)
-        return self._unclassify(BuildingGrades(grade, stats.probability, {"model": self.source,
+        return self.unclassify(BuildingGrades(grade, stats.probability, {"model": self.source,
                                                                           "run_resolution_m": pair.grid.res_m}), context.valid_share)
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"model": self.source, "gsd_m": self.spec.gsd_m, "data": self.spec.data}
 
-
-#: The methods by name; ``auto`` resolves to :data:`DEFAULT_METHOD` (see :func:`build_damage_method`).
-DAMAGE_METHODS: dict[str, type[DamageMethod]] = {m.name: m for m in (ChangeRules, ChipClassifier, PixelSegmentation)}
 
 #: ``--method auto``: the best method that needs no download and no training by the user. A model
 #: trained on the shared xBD / Ida-BD tiles would be one, but xBD is CC BY-NC-SA 4.0 (non-commercial,
@@ -307,26 +296,35 @@ DEFAULT_METHOD = "change"
 
 def build_damage_method(name: str, *, model: str | Path | None, device: str = "auto", min_valid_share: float = 0.5,
                         share_thresholds: tuple[float, float, float] = (0.10, 0.25, 0.50)) -> DamageMethod:
-    """The damage method ``name`` (``auto``, ``change``, ``classifier``, ``segmentation``) with its model."""
+    """The registered damage method ``name`` (``change``, ``classifier``, ``segmentation``...; ``auto``) with its model.
+
+    ``auto``: :data:`DEFAULT_METHOD` without a model, else the method whose ``model_task`` is the model's.
+    """
     if name == "auto":
         name = DEFAULT_METHOD if model is None else _method_of(model)
     if name not in DAMAGE_METHODS:
         raise InputError(f"method: unknown damage method {name!r}; available: auto, {', '.join(DAMAGE_METHODS)}")
-    if name == "change":
+    cls = DAMAGE_METHODS[name]
+    if not cls.trained:
         if model is not None:
-            raise InputError("model: the change method uses no model; drop --model or choose --method classifier/segmentation")
-        return ChangeRules(share_thresholds=share_thresholds, min_valid_share=min_valid_share)
+            raise InputError(f"model: the {name} method uses no model; drop --model or choose --method classifier/segmentation")
+        options = {"share_thresholds": share_thresholds, "min_valid_share": min_valid_share}
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(**{key: value for key, value in options.items() if key in accepted})
     if model is None:
-        raise InputError(f"method {name}: needs a trained model (--model MODEL.safetensors, from deltacd train, task: damage-{name})")
-    return DAMAGE_METHODS[name](model, device=device, min_valid_share=min_valid_share)
+        raise InputError(f"method {name}: needs a trained model (--model MODEL.safetensors, from deltacd train, task: {cls.model_task})")
+    return cls(model, device=device, min_valid_share=min_valid_share)
 
 
 def _method_of(model: str | Path) -> str:
     from deltacd.models.checkpoint import read_spec
 
     task = read_spec(model).task
-    for name in ("classifier", "segmentation"):
-        if task == f"damage-{name}":
+    for name, cls in DAMAGE_METHODS.items():
+        if cls.trained and cls.model_task == task:
             return name
     raise InputError(f"{model}: a model trained for {task!r}; deltacd damage needs a damage-classifier or damage-segmentation model")
 
+
+__all__ = ["DAMAGE_METHODS", "DEFAULT_METHOD", "BuildingGrades", "ChangeRules", "ChipClassifier", "DamageContext", "DamageMethod",
+           "PixelSegmentation", "SegmentationScores", "build_damage_method", "load_damage_model", "read_chip"]

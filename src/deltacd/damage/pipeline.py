@@ -15,116 +15,46 @@ temporary folder and published at the end, as for detect.
 from __future__ import annotations
 
 import csv
-import shutil
-import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import rasterio
-from pydantic import Field, NonNegativeFloat, PositiveFloat
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.windows import Window
 
-from deltacd._version import __version__
-from deltacd.config import STRICT, DetectOptions, build_options
+from deltacd.config import DetectOptions
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
-from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
+from deltacd.damage.options import DETECT_KEYS, DamageOptions, split_options  # noqa: F401 (DETECT_KEYS: public here too)
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
-from deltacd.engine.runner import EngineStats, one_blas_thread
+from deltacd.engine.runner import EngineStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
-from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.qgis import categorized_qml, paletted_qml, score_ramp, write_styles
-from deltacd.io.rasters import gdal_env
-from deltacd.io.records import environment, write_json
-from deltacd.io.runlog import RunLog
 from deltacd.io.vectors import read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import get_method
+from deltacd.outputs.backdrop import write_backdrops
+from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED
+from deltacd.outputs.layout import DAMAGE_NODATA, SCORE, DamageOutputs
+from deltacd.outputs.quicklook import write_damage_quicklook
+from deltacd.outputs.run import Run, StageProgress, stage_progress
 from deltacd.pipeline import (
-    SCORE,
-    StageProgress,
-    _stage,
-    _threshold,
-    _Timings,
+    Scored,
     check_settings,
+    memory_hint,
+    network_resolution,
     open_pair,
     prepare_pair,
+    scene_threshold,
     score_strips,
 )
 from deltacd.postprocess.histogram import Histogram
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStats
-from deltacd.outputs.backdrop import write_backdrops
-from deltacd.outputs.quicklook import write_damage_quicklook
 
-BUILDINGS = "buildings.gpkg"
-DAMAGE_TIF = "damage.tif"
-SUMMARY = "summary.csv"
-QUICKLOOK = "quicklook.png"
-RUN_RECORD = "run.json"
-DAMAGE_NODATA = 255
 PROBABILITY_FIELDS = ("p_no_damage", "p_minor", "p_major", "p_destroyed")
-
-#: Settings of detect that damage uses for the pair and the pixel change score.
-DETECT_KEYS = ("bands_before", "bands_after", "crs", "resolution", "aoi", "rpc_height", "dem", "harmonise",
-               "coregistration", "threshold", "tile_size", "overlap", "batch_size", "sample_pixels", "seed",
-               "nodata_before", "nodata_after", "method_options")
-
-
-@pydantic_dataclass(frozen=True, config=STRICT)
-class DamageOptions:
-    """What :func:`damage` can be told besides the pair settings it shares with detect (``DETECT_KEYS``).
-
-    Attributes
-    ----------
-    method
-        ``"auto"`` (``change``, or the method of ``model`` when one is given), ``"change"``,
-        ``"classifier"`` or ``"segmentation"`` (:mod:`deltacd.damage.methods`).
-    model
-        A damage model (``.safetensors`` from ``deltacd train``, task damage-classifier or
-        damage-segmentation) for the trained methods.
-    localisation_model
-        A building segmentation model (task building-localisation) that finds the buildings on
-        the pre image when no footprints are given.
-    id_field
-        Field of the footprints that identifies a building (default: its row number).
-    buffer_m
-        Buffer applied to every footprint (m), for footprints shifted against the imagery.
-    ring_m
-        Width of the ring around each footprint whose change statistics are reported (m).
-    change_method
-        Pixel change score: ``"cva"`` or ``"zero-shot"``.
-    share_thresholds
-        Changed shares of a footprint at which the ``change`` method grades minor, major, destroyed.
-    min_valid_share
-        Buildings whose valid pixels cover less of their footprint are unclassified.
-    min_building_m2
-        Smallest building kept when buildings are found by ``localisation_model``.
-    zones, zone_field
-        Polygons (e.g. communes) and their name field: ``summary.csv`` then counts per zone too.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``: for the networks.
-    """
-
-    method: Literal["auto", "change", "classifier", "segmentation"] = "auto"
-    model: str | None = None
-    localisation_model: str | None = None
-    id_field: str | None = None
-    buffer_m: NonNegativeFloat = 0.0
-    ring_m: NonNegativeFloat = 3.0
-    change_method: Literal["cva", "zero-shot"] = "cva"
-    share_thresholds: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)],
-                            Annotated[float, Field(gt=0, le=1)]] = (0.10, 0.25, 0.50)
-    min_valid_share: Annotated[float, Field(gt=0, le=1)] = 0.5
-    min_building_m2: PositiveFloat = 10.0
-    zones: Path | None = None
-    zone_field: str | None = None
-    device: str = "auto"
-
 
 @dataclass(frozen=True)
 class DamageResult:
@@ -134,31 +64,20 @@ class DamageResult:
     record: dict[str, Any]
 
     @property
+    def outputs(self) -> DamageOutputs:
+        return DamageOutputs(self.out_dir)
+
+    @property
     def buildings(self) -> Path:
-        return self.out_dir / BUILDINGS
+        return self.outputs.buildings
 
     @property
     def damage_raster(self) -> Path:
-        return self.out_dir / DAMAGE_TIF
+        return self.outputs.damage
 
     @property
     def summary(self) -> Path:
-        return self.out_dir / SUMMARY
-
-
-def split_options(options: dict[str, Any]) -> tuple[DamageOptions, DetectOptions]:
-    """Damage settings and the pair settings shared with detect, each validated (unknown keys refused)."""
-    damage_keys = {f.name for f in fields(DamageOptions)}
-    aliases = DetectOptions.aliases
-    ours = {k: v for k, v in options.items() if str(k).replace("-", "_") in damage_keys}
-    theirs = {k: v for k, v in options.items() if k not in ours}
-    unknown = sorted(k for k in theirs if aliases.get(str(k).replace("-", "_"), str(k).replace("-", "_")) not in DETECT_KEYS)
-    if unknown:
-        raise InputError(f"damage options: unknown setting(s) {', '.join(unknown)}; accepted: "
-                         f"{', '.join(sorted(damage_keys | set(DETECT_KEYS)))}")
-    damage_opts = build_options(DamageOptions, ours, source="damage options")
-    detect_opts = build_options(DetectOptions, {**theirs, "method": damage_opts.change_method}, source="damage options")
-    return damage_opts, detect_opts
+        return self.outputs.summary
 
 
 def damage(
@@ -206,86 +125,92 @@ def damage(
         localiser = _load_localiser(opts)
     if opts.zones is not None and opts.zone_field is None:
         raise InputError(f"zones {opts.zones}: give zone_field (--zone-field NAME), the field that names each zone")
-    timings = _Timings()
-    started = time.perf_counter()
-    inputs = input_paths(before, after, buildings, opts.zones, opts.model, opts.localisation_model, detect_opts.aoi,
-                         detect_opts.dem)
-    check_output(out_dir, overwrite=overwrite, inputs=inputs)
-    with timings.stage("open"):
+    run = Run(out_dir, kind="damage", overwrite=overwrite, memory_hint=memory_hint(detect_opts),
+              inputs=(before, after, buildings, opts.zones, opts.model, opts.localisation_model, detect_opts.aoi,
+                      detect_opts.dem))
+    with run.timings.stage("open"):
         first, second = open_pair(before, after, detect_opts)
     check_settings(change, detect_opts, first, second)
-    with one_blas_thread(), gdal_env(), staged_output(out_dir, overwrite=overwrite, kind="damage", inputs=inputs) as staging, \
-            RunLog(staging) as run_log:
-        workdir = staging / "_work"
-        workdir.mkdir()
-        prepared = prepare_pair(first, second, detect_opts, workdir, timings, progress)
-        pair = prepared.pair
-        with pair:
+    with run:
+        staged = DamageOutputs(run.staging)
+        prepared = prepare_pair(first, second, detect_opts, run, progress)
+        with prepared.pair as pair:
             grid = pair.grid
-            with timings.stage("footprints"):
+            with run.timings.stage("footprints"):
                 if buildings is not None:
                     footprints = read_footprints(buildings, grid, id_field=opts.id_field, buffer_m=opts.buffer_m)
                 else:
-                    footprints = _localise(pair, prepared.sample, localiser, detect_opts, opts, workdir, progress)
+                    footprints = _localise(pair, prepared.sample, localiser, detect_opts, opts, run.workdir, progress)
             zones = _read_zones(opts, grid) if opts.zones is not None else None
-            with timings.stage("fit"):
+            with run.timings.stage("fit"):
                 change.fit(prepared.sample)
-            hist = Histogram()
-            with RasterWriter(staging / SCORE, grid, dtype="float32", nodata=float("nan"), description=change.score_units) as score:
-                with timings.stage("predict"):
-                    for window, values in score_strips(pair, change, detect_opts, None, workdir, progress, EngineStats()):
-                        score.write(window, values)
-                        hist.update(values)
-                threshold, rule = _threshold(change, hist, detect_opts.threshold)
-                with timings.stage("statistics"):
-                    inside, ring = building_statistics(score.read, grid, footprints.frame, threshold, hist,
-                                                       ring_width=opts.ring_m * grid.res[0] / grid.res_m, progress=progress)
-                with timings.stage("cog"):
-                    score.finish()
+            scored, inside, ring = score_buildings(pair, change, detect_opts, opts, run, staged, footprints, progress)
             area_m2 = footprints.frame.geometry.area.to_numpy() * (grid.res_m / grid.res[0]) ** 2
             valid_share = np.clip(inside.valid * grid.pixel_area_m2 / np.maximum(area_m2, 1e-9), 0.0, 1.0)
-            with timings.stage("grading"):
+            with run.timings.stage("grading"):
                 # trained networks learnt on raw pairs: they get date 2 without the harmonisation the change score used
                 seen = pair.replace(after_transform=None) if method.trained else pair
                 grades = method.grade(DamageContext(seen, footprints.frame, inside, valid_share, detect_opts.tile_size,
                                                     detect_opts.batch_size, progress))
             table = building_table(footprints.frame, grades, inside, ring, valid_share, area_m2, trained=method.trained)
-            with timings.stage("outputs"):
-                write_layer(table, staging / BUILDINGS, "buildings")
-                write_damage_raster(staging / DAMAGE_TIF, grid, table)
-                legend = {g: (GRADE_LABELS[g], GRADE_COLOURS[g]) for g in GRADE_COLOURS}
-                write_styles(staging, {DAMAGE_TIF: lambda _: paletted_qml({**{g: legend[g] for g in GRADES},
-                                                                           255: ("no building", "#000000")}, transparent=(255,)),
-                                       SCORE: score_ramp(change.score_units)},
-                             {(BUILDINGS, "buildings"): categorized_qml("damage_grade", legend)})
-                summary = write_summary(staging / SUMMARY, table, zones, opts.zone_field)
-                write_damage_quicklook(pair, table, staging / QUICKLOOK,
-                                       title=f"{method.name}: {len(table)} buildings")
-                write_backdrops(pair, staging, shift_px=pair.after_shift, orthorectified=first.sensor_geometry)
-            shutil.rmtree(workdir)
-            timings["total"] = round(time.perf_counter() - started, 3)
-            record = {
-                "deltacd_version": __version__,
-                **environment(),
-                "warnings": run_log.warnings,
-                "inputs": prepared.inputs | {"buildings": str(buildings) if buildings else None},
-                "grid": grid.describe(),
-                "bands": list(pair.bands),
-                "options": {"damage": _plain(opts), "pair": detect_opts.to_dict()},
-                "coregistration": prepared.coregistration.describe() if prepared.coregistration else None,
-                "radiometry": prepared.radiometry,
-                "change_score": change.describe() | {"score_units": change.score_units},
-                "threshold": {"value": threshold, "rule": rule, "fraction_of_pixels_above": hist.fraction_above(threshold)},
-                "score_histogram": hist.describe(),
-                "footprints": footprints.counts | {"source": str(buildings) if buildings else "localisation model"},
-                "method": method.describe() | {"details": grades.details},
-                "results": summary,
-                "timings_s": dict(timings),
-                "outputs": {"buildings": BUILDINGS, "damage": DAMAGE_TIF, "score": SCORE, "summary": SUMMARY,
-                            "quicklook": QUICKLOOK},
-            }
-            write_json(staging / RUN_RECORD, record)
+            with run.timings.stage("outputs"):
+                summary = write_damage_outputs(staged, pair, table, zones, opts, change, method,
+                                               orthorectified=first.sensor_geometry)
+            record = run.record(
+                prepared.inputs | {"buildings": str(buildings) if buildings else None},
+                grid=grid.describe(),
+                bands=list(pair.bands),
+                options={"damage": _plain(opts), "pair": detect_opts.to_dict()},
+                coregistration=prepared.coregistration.describe() if prepared.coregistration else None,
+                radiometry=prepared.radiometry,
+                change_score=change.describe() | {"score_units": change.score_units},
+                threshold={"value": scored.threshold, "rule": scored.rule,
+                           "fraction_of_pixels_above": scored.hist.fraction_above(scored.threshold)},
+                score_histogram=scored.hist.describe(),
+                footprints=footprints.counts | {"source": str(buildings) if buildings else "localisation model"},
+                method=method.describe() | {"details": grades.details},
+                results=summary,
+                outputs={"buildings": DamageOutputs.BUILDINGS, "damage": DamageOutputs.DAMAGE, "score": SCORE,
+                         "summary": DamageOutputs.SUMMARY, "quicklook": staged.quicklook.name},
+            )
+            run.write_record(record)
     return DamageResult(Path(out_dir), record)
+
+
+def score_buildings(pair, change, detect_opts: DetectOptions, opts: DamageOptions, run: Run, staged: DamageOutputs,
+                    footprints: Footprints, progress) -> tuple[Scored, ZonalStats, ZonalStats]:
+    """The pixel change score written window by window, then its statistics inside each footprint and its ring."""
+    grid = pair.grid
+    hist = Histogram()
+    with RasterWriter(staged.score, grid, dtype="float32", nodata=float("nan"), description=change.score_units) as score:
+        with run.timings.stage("predict"):
+            for window, values in score_strips(pair, change, detect_opts, None, run.workdir, progress, EngineStats()):
+                score.write(window, values)
+                hist.update(values)
+        threshold, rule = scene_threshold(change, hist, detect_opts.threshold)
+        with run.timings.stage("statistics"):
+            inside, ring = building_statistics(score.read, grid, footprints.frame, threshold, hist,
+                                               ring_width=opts.ring_m * grid.res[0] / grid.res_m, progress=progress)
+        with run.timings.stage("cog"):
+            score.finish()
+    return Scored(hist, hist.total, threshold, rule), inside, ring
+
+
+def write_damage_outputs(staged: DamageOutputs, pair, table: gpd.GeoDataFrame, zones, opts: DamageOptions, change,
+                         method, *, orthorectified: bool) -> dict[str, Any]:
+    """buildings.gpkg, damage.tif, their QGIS styles, summary.csv, quicklook and backdrops; the summary for run.json."""
+    write_layer(table, staged.buildings, DamageOutputs.layer)
+    write_damage_raster(staged.damage, pair.grid, table)
+    legend = {g: (GRADE_LABELS[g], GRADE_COLOURS[g]) for g in GRADE_COLOURS}
+    write_styles(staged.folder, {DamageOutputs.DAMAGE: lambda _: paletted_qml({**{g: legend[g] for g in GRADES},
+                                                                               DAMAGE_NODATA: ("no building", "#000000")},
+                                                                              transparent=(DAMAGE_NODATA,)),
+                                 SCORE: score_ramp(change.score_units)},
+                 {(DamageOutputs.BUILDINGS, DamageOutputs.layer): categorized_qml("damage_grade", legend)})
+    summary = write_summary(staged.summary, table, zones, opts.zone_field)
+    write_damage_quicklook(pair, table, staged.quicklook, title=f"{method.name}: {len(table)} buildings")
+    write_backdrops(pair, staged.folder, shift_px=pair.after_shift, orthorectified=orthorectified)
+    return summary
 
 
 def _plain(opts: DamageOptions) -> dict[str, Any]:
@@ -310,7 +235,6 @@ def _load_localiser(opts: DamageOptions):
 def _localise(pair, sample, localiser, detect_opts: DetectOptions, opts: DamageOptions, workdir: Path, progress) -> Footprints:
     """Buildings found on the pre image by the localisation network, vectorised (minimum area ``min_building_m2``)."""
     from deltacd.engine.regrid import write_strips
-    from deltacd.pipeline import network_resolution
 
     localiser.fit(sample)
     run_res, _ = network_resolution(localiser, replace(detect_opts, model_resolution="auto"), pair.grid)
@@ -318,7 +242,7 @@ def _localise(pair, sample, localiser, detect_opts: DetectOptions, opts: DamageO
                         score_strips(pair, localiser, detect_opts, run_res, workdir, progress, EngineStats()))
     with rasterio.open(path) as src:
         polygons = vectorise_changes(lambda window: src.read(1, window=window), pair.grid, float(localiser.spec.threshold),
-                                     CleanUp(opts.min_building_m2, 0), progress=_stage(progress, "buildings"))
+                                     CleanUp(opts.min_building_m2, 0), progress=stage_progress(progress, "buildings"))
     polygons = polygons[["geometry"]].assign(found_score=polygons["mean_score"].to_numpy())
     return footprints_from_frame(polygons, pair.grid, source="localisation model", buffer_m=opts.buffer_m)
 

@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import rasterio
 from pydantic import Field, NonNegativeInt, PositiveInt, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from deltacd.config import STRICT, build_options, read_yaml
+from deltacd.datasets.chip_files import write_chip
 from deltacd.datasets.manifest import CHIPS_CSV, FORMAT, MANIFEST, SPLITS, BandMoments, ChipRecord, write_chips
 from deltacd.datasets.sources import OpenedSource, Scene, SourceConfig, open_source
 from deltacd.errors import InputError
@@ -367,15 +366,15 @@ def _cut(plan, tmp: Path, cfg: DatasetConfig, chip: int, block: int, bands: tupl
                 chip_id = f"{source.name}__{scene.name}__{row:05d}_{col:05d}"
                 transform = scene.window_transform(window)
                 nodata = source.nodata
-                _write_tif(tmp / "A" / f"{chip_id}.tif", sw.before, scene.crs, transform, nodata, bands)
-                _write_tif(tmp / "B" / f"{chip_id}.tif", sw.after, scene.crs, transform, nodata, bands)
-                _write_tif(tmp / "label" / f"{chip_id}.tif", sw.label[None], scene.crs, transform, ignore, ("label",))
+                write_chip(tmp / "A" / f"{chip_id}.tif", sw.before, scene.crs, transform, nodata, bands)
+                write_chip(tmp / "B" / f"{chip_id}.tif", sw.after, scene.crs, transform, nodata, bands)
+                write_chip(tmp / "label" / f"{chip_id}.tif", sw.label[None], scene.crs, transform, ignore, ("label",))
                 target_counts = {}
                 for target in targets:
                     values = sw.targets.get(target)
                     if values is None:  # this source has no such ground truth: all ignored
                         values = np.full(sw.label.shape, ignore, dtype=np.uint8)
-                    _write_tif(tmp / target / f"{chip_id}.tif", values[None], scene.crs, transform, ignore, (target,))
+                    write_chip(tmp / target / f"{chip_id}.tif", values[None], scene.crs, transform, ignore, (target,))
                     codes, counts = np.unique(values, return_counts=True)
                     target_counts[target] = Counter({int(k): int(n) for k, n in zip(codes, counts)})
                 transitions: Counter = Counter()
@@ -401,19 +400,6 @@ def _block_of(source: OpenedSource, scene: Scene, row: int, col: int, chip: int,
     if source.image_blocks:
         return f"{source.name}/{scene.block or scene.name}"
     return f"{source.name}/{scene.name}/{(row + chip // 2) // block}_{(col + chip // 2) // block}"
-
-
-def _write_tif(path: Path, array: np.ndarray, crs, transform, nodata, descriptions: tuple[str, ...]) -> None:
-    profile = dict(driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                   dtype=array.dtype, compress="deflate", nodata=nodata)
-    if crs is not None and transform is not None:
-        profile.update(crs=crs, transform=transform)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(array)
-            for i, name in enumerate(descriptions, start=1):
-                dst.set_band_description(i, name)
 
 
 def _assign_splits(chips: list[_Chip], sources: list[OpenedSource], rule: Any, chip: int, block: int) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from rasterio.windows import Window
-from threadpoolctl import threadpool_limits
 
 from deltacd.engine.tiling import blend_weights, tile_offsets
 from deltacd.errors import InputError
@@ -28,19 +27,6 @@ from deltacd.methods.base import ChangeMethod
 from deltacd.prepare.align import AlignedPair, PairWindow
 
 Progress = Callable[[int, int], None]
-
-
-def one_blas_thread() -> threadpool_limits:
-    """Hold BLAS to one thread for a run (a context manager; the previous setting is restored).
-
-    The engine's thread pool over windows, and the co-registration beside it, already use every
-    core: BLAS threads on top of them only oversubscribe the cores (the rule scikit-learn and Dask
-    follow). On 2 cores, beside a busy numpy thread, the co-registration measure of a 5 000 px
-    pair took 0.99 s on OpenBLAS's 2 threads against 0.70 s on one (benchmarks/blas_threads.py).
-    It acts on the BLAS libraries
-    threadpoolctl finds (numpy's OpenBLAS); torch and ONNX Runtime keep their own thread pools.
-    """
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass

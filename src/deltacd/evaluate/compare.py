@@ -42,13 +42,8 @@ from rasterio.windows import Window
 from deltacd._version import __version__
 from deltacd.config import STRICT, build_options
 from deltacd.errors import InputError
+from deltacd.evaluate.agreement import N_CODES, agreement_code, count_agreement
 from deltacd.evaluate.evaluate import open_prediction_grid
-from deltacd.evaluate.metrics import (
-    BootstrapCI,
-    ConfusionMatrix,
-    block_bootstrap_ci_from_blocks,
-    block_confusion_matrices,
-)
 from deltacd.evaluate.reference import (
     LabelCoding,
     LabelSource,
@@ -59,6 +54,7 @@ from deltacd.evaluate.reference import (
     open_labels,
     read_windows,
     scan_values,
+    window_side,
 )
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
@@ -66,6 +62,12 @@ from deltacd.io.qgis import PCC_AGREEMENT, PCC_AGREEMENT_STYLE, categorized_qml,
 from deltacd.io.records import to_json_value, write_json
 from deltacd.io.vectors import spatial_layer, write_layer
 from deltacd.io.writers import RasterWriter
+from deltacd.metrics import (
+    BootstrapCI,
+    ConfusionMatrix,
+    block_bootstrap_ci_from_blocks,
+    block_confusion_matrices,
+)
 from deltacd.postprocess.polygons import CleanUp, vectorise_changes
 
 log = logging.getLogger(__name__)
@@ -287,9 +289,7 @@ def compare(
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     declared = normalise_classes(opts.classes)
     bs = opts.block_size
-    rs = opts.read_size or bs * max(1, 2048 // bs)
-    if rs % bs:
-        raise InputError(f"read_size: got {rs}, expected a multiple of block_size ({bs}); e.g. {bs * max(1, rs // bs)}")
+    rs = window_side(bs, opts.read_size)
     fields = (opts.class_field, opts.class_field_after or opts.class_field)
     for path, fld, label in zip(lc_paths, fields, ("before", "after"), strict=True):
         if _is_vector(path) and fld is None:
@@ -322,9 +322,7 @@ def compare(
             ref_coding = binary_coding(scan_values(ref, windows), ignore_value=opts.ignore_value, where=f"{reference} (reference)")
         n = lc_coding.n_classes
 
-        agreement_px = np.zeros(4, dtype=np.int64)
-        trans = np.zeros(n * n, dtype=np.int64)
-        trans_ours = np.zeros(n * n, dtype=np.int64)
+        agree = np.zeros((1, n, n, N_CODES), dtype=np.int64)
         trans_ref = np.zeros(n * n, dtype=np.int64)
         trans_labelled = np.zeros(n * n, dtype=np.int64)
         blocks_ours: list[np.ndarray] = []
@@ -340,13 +338,11 @@ def compare(
                     a, av = lc_coding.apply(*lcs[1].read(window))
                     both = ov & bv & av
                     pcc = (b != a).astype(np.uint8)
-                    agreement = np.where(both, o + 2 * pcc, AGREEMENT_NODATA).astype(np.uint8)
-                    writer.write(window, agreement)
-                    agreement_px += np.bincount(agreement[both], minlength=4)[:4]
-                    key = b.astype(np.intp) * n + a.astype(np.intp)
-                    trans += np.bincount(key[both], minlength=n * n)
-                    trans_ours += np.bincount(key[both & (o == 1)], minlength=n * n)
+                    code = agreement_code(o, pcc)
+                    writer.write(window, np.where(both, code, AGREEMENT_NODATA).astype(np.uint8))
+                    agree += count_agreement(code, both, before=b, after=a, n_classes=n)
                     if ref is not None:
+                        key = b.astype(np.intp) * n + a.astype(np.intp)
                         r, rv = ref_coding.apply(*ref.read(window))
                         v = both & rv
                         trans_labelled += np.bincount(key[v], minlength=n * n)
@@ -355,6 +351,9 @@ def compare(
                         blocks_pcc.append(block_confusion_matrices(pcc, r, block_size=bs, valid=v))
                     if progress is not None:
                         progress(done, len(windows))
+                agreement_px = agree[0].sum(axis=(0, 1))  # pixels per agreement code
+                trans = agree[0].sum(axis=2).ravel()  # pixels per transition (from * n + to)
+                trans_ours = (agree[0][..., 1] + agree[0][..., 3]).ravel()  # of those, our change
                 if agreement_px.sum() == 0:
                     raise InputError(
                         f"{ours}, {lc_paths[0]} and {lc_paths[1]}: no pixel has data in all three; check their extents and nodata"

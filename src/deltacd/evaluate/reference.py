@@ -63,6 +63,7 @@ __all__ = [
     "open_labels",
     "read_windows",
     "scan_values",
+    "window_side",
 ]
 
 #: File suffixes read as polygons (anything else is opened as a raster).
@@ -77,6 +78,21 @@ LayerKind = Literal["auto", "raster", "polygons"]
 # --------------------------------------------------------------------------------------------
 # windows
 # --------------------------------------------------------------------------------------------
+
+
+def window_side(block_size: int, read_size: int | None) -> int:
+    """Side (px) of the windows read at once: ``read_size``, by default about 2048 px, a multiple of ``block_size``.
+
+    Raises
+    ------
+    InputError
+        ``read_size`` is not a multiple of ``block_size`` (bootstrap blocks must not straddle windows).
+    """
+    bs = block_size
+    rs = read_size or bs * max(1, 2048 // bs)
+    if rs % bs:
+        raise InputError(f"read_size: got {rs}, expected a multiple of block_size ({bs}); e.g. {bs * max(1, rs // bs)}")
+    return rs
 
 
 def read_windows(grid: Grid, size: int) -> list[Window]:

@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deltacd.errors import OutputError
+from deltacd.errors import DeltacdError, OutputError
+from deltacd.io.faults import changed_input, input_states, is_disk_full, machine_fault  # noqa: F401 (is_disk_full: public here too)
 
 try:  # POSIX; on other systems runs are not locked against each other
     import fcntl
@@ -303,7 +304,7 @@ def publish(staging: Path, out_dir: str | Path, *, overwrite: bool, kind: str, i
 @contextmanager
 def staged_output(
     out_dir: str | Path, *, overwrite: bool, kind: str = "output", inputs: Iterable[str | Path] = (),
-    resumable: Sequence[str] = (), resume: bool = False,
+    resumable: Sequence[str] = (), resume: bool = False, memory_hint: str | None = None,
 ) -> Iterator[Path]:
     """A staging folder for a run's outputs, renamed to ``out_dir`` when the block succeeds.
 
@@ -324,15 +325,21 @@ def staged_output(
         its staging folder for the next one; SIGKILL leaves it anyway. With ``resume`` the newest
         stale staging folder holding one of them is reused, only those parts kept
         (:func:`resumable_staging`); without one, the run starts afresh.
+    memory_hint
+        The settings that lower the run's memory, named when it runs out of memory.
 
     Raises
     ------
     OutputError
         ``out_dir`` exists (and ``overwrite`` is False, or it may not be replaced), another run
         is writing it, or its parent cannot be written (``no space left on ...`` when the disk is full).
+    ResourceError, InputError
+        A fault of the machine stopped the run (:func:`deltacd.io.faults.machine_fault`): no space,
+        no permission, no memory, a lost network mount, an input changed while it was read.
     """
     inputs = [p for p in inputs if p is not None]
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
+    states = input_states(inputs)
     out = _absolute(out_dir)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     try:
@@ -353,11 +360,15 @@ def staged_output(
                 raise _output_error(exc, out.parent, out_dir) from exc
         try:
             yield staging
+            changed = changed_input(states)  # a run that read a file being rewritten is not published
+            if changed is not None:
+                raise changed
             publish(staging, out_dir, overwrite=overwrite, kind=kind, inputs=inputs)
-        except Exception as exc:  # GDAL reports a full disk as its own error types, Python as OSError
-            if isinstance(exc, OutputError) or not is_disk_full(exc):
+        except Exception as exc:  # the machine's faults (full disk, lost mount, no memory...) in one line each
+            fault = machine_fault(exc, folder=out.parent, out_dir=out_dir, inputs=states, memory_hint=memory_hint)
+            if fault is None:
                 raise
-            raise _output_error(exc, out.parent, out_dir) from exc
+            raise fault from exc
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         if staging is not None and interrupted and any((staging / part).exists() for part in resumable):
@@ -375,16 +386,10 @@ def staged_output(
     lock.release()
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True for an error that says the disk (or quota) is full, from Python or from GDAL."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "no space left on device" in str(exc).lower()
-
-
-def _output_error(exc: OSError, folder: Path, out_dir: str | Path) -> OutputError:
-    if is_disk_full(exc):
-        return OutputError(f"no space left on {folder}; free some space or choose another output folder than {out_dir}")
+def _output_error(exc: OSError, folder: Path, out_dir: str | Path) -> DeltacdError:
+    fault = machine_fault(exc, folder=folder, out_dir=out_dir)
+    if fault is not None:
+        return fault
     reason = exc.strerror or str(exc)
     return OutputError(f"{out_dir}: cannot write in {folder} ({reason}); choose a writable output folder")
 

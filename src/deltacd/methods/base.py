@@ -1,8 +1,12 @@
-"""The contract every change-detection method follows, unsupervised or learned.
+"""The contract every method follows: :class:`Method` (what the registry reads), :class:`ChangeMethod`.
 
-A method never opens a file: the engine hands it arrays of both dates on the common grid and
-writes what it returns. Scene-wide state (statistics, a fitted transform) is learnt once in
-:meth:`ChangeMethod.fit` from a :class:`~deltacd.prepare.sampling.PixelSample`.
+A change method never opens a file: the engine hands it arrays of both dates on the common grid
+and writes what it returns. Scene-wide state (statistics, a fitted transform) is learnt once in
+:meth:`ChangeMethod.fit` from a :class:`~deltacd.prepare.sampling.PixelSample`. Every attribute
+the engine and the pipelines read is declared here with its default, so a new method states
+only what differs. Damage methods (``kind = "damage"``) derive from
+:class:`deltacd.damage.methods.DamageMethod`; both kinds register with
+:func:`deltacd.methods.registry.register_method`.
 """
 
 from __future__ import annotations
@@ -19,13 +23,35 @@ from deltacd.postprocess.threshold import otsu_threshold
 from deltacd.prepare.sampling import PixelSample
 
 
-class ChangeMethod(ABC):
+class Method(ABC):
+    """What every registered method declares (:func:`deltacd.methods.registry.register_method`).
+
+    Class attributes
+    ----------------
+    name
+        Registry key (``deltacd detect --method NAME``, ``deltacd damage --method NAME``).
+    kind
+        ``"change"`` (a :class:`ChangeMethod`, run by ``detect``) or ``"damage"`` (a
+        :class:`deltacd.damage.methods.DamageMethod`, run by ``damage``): the registry table.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+
+    def describe(self) -> dict:
+        """Parameters and fitted state, JSON-serialisable, for run.json."""
+        return {"name": self.name}
+
+
+class ChangeMethod(Method):
     """A change detector: two dates in, one change score per pixel out (higher = more change).
 
     Class attributes
     ----------------
     name
         Registry key (``deltacd detect --method NAME``).
+    kind
+        ``"change"``.
     context
         Pixels of context needed on each side of a window for an exact result; 0 for
         per-pixel methods. The engine overlaps tiles by at least twice this.
@@ -49,9 +75,16 @@ class ChangeMethod(ABC):
     thread_safe
         ``predict`` may run in several threads at once (no state changes, numpy releasing the
         GIL): the engine then scores tiles in its reading threads.
+    default_harmonise
+        Harmonisation of date 2 that ``harmonise="auto"`` resolves to (``"pif"``; a network
+        asks for the one it was trained with). An instance may refine it.
+
+    Networks that run at their training resolution also define ``gsd_m`` (metres, or None when
+    unknown); the pipeline treats a method that has the attribute as such a network, so the
+    base class declares its type but gives it no value.
     """
 
-    name: ClassVar[str]
+    kind: ClassVar[str] = "change"
     context: ClassVar[int] = 0
     size_multiple: ClassVar[int] = 1
     score_units: ClassVar[str] = "change score"
@@ -61,6 +94,8 @@ class ChangeMethod(ABC):
     channels: ClassVar[int] = 1
     thread_safe: ClassVar[bool] = False
     tile_size: ClassVar[int] = 512
+    default_harmonise: str = "pif"
+    gsd_m: float | None
 
     def fit(self, sample: PixelSample) -> None:  # noqa: B027 - optional hook
         """Learn scene-wide state from pixels of the whole scene (optional)."""
@@ -92,7 +127,3 @@ class ChangeMethod(ABC):
                 f"threshold: {value:g} lies outside the scores {self.name} produces ({self.score_units}, "
                 f"[{low:g}, {high:g}]): it would flag every pixel or none; give a value in [{low:g}, {high:g}) or 'auto'"
             )
-
-    def describe(self) -> dict:
-        """Parameters and fitted state, JSON-serialisable, for run.json."""
-        return {"name": self.name}

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deltacd.errors import DeltacdWarning, InputError
+from deltacd.errors import InputError, ResourceError
 from deltacd.io.bands import SENTINEL2_EQUIVALENT, canonical
 from deltacd.methods.base import ChangeMethod
 from deltacd.models.checkpoint import ModelSpec, load_checkpoint
@@ -140,10 +140,12 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"device: {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        # a study file written for the GPU server still runs on a laptop, slowly, and says so
-        warnings.warn(f"device: {device!r} asked for but no CUDA GPU is visible to torch; running on the CPU",
-                      DeltacdWarning, stacklevel=3)
-        return torch.device("cpu")
+        # an explicit request that cannot be honoured stops; falling back belongs to "auto" (which says what it chose)
+        raise ResourceError(f"device: {device!r} asked for but no CUDA GPU is visible to torch; use --device auto "
+                            "(the GPU when there is one, else the CPU) or --device cpu")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ResourceError(f"device: {device!r} asked for but torch sees {torch.cuda.device_count()} GPU(s); "
+                            "use --device cuda:0 .. or --device auto")
     return resolved
 
 

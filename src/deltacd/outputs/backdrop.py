@@ -20,6 +20,7 @@ import rasterio.shutil
 from pyproj import Transformer
 
 from deltacd.io.rasters import GDAL_TYPES, BandFile, DateImage
+from deltacd.outputs.layout import BACKDROPS
 from deltacd.outputs.quicklook import display_bands
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,8 @@ def write_backdrops(pair, folder: Path, *, shift_px: tuple[float, float] = (0.0,
     dx, dy = shift_px
     # date 2's content lies (dx, dy) grid pixels from date 1's: moving its georeferencing back by as much aligns it
     shift_xy = (-dx * pair.grid.res[0], dy * pair.grid.res[1])
-    written = [write_backdrop(before, pair.bands, folder / "before.vrt"),
-               write_backdrop(after, pair.bands, folder / "after.vrt", shift_xy=shift_xy, grid_crs=pair.grid.crs)]
+    written = [write_backdrop(before, pair.bands, folder / BACKDROPS[0]),
+               write_backdrop(after, pair.bands, folder / BACKDROPS[1], shift_xy=shift_xy, grid_crs=pair.grid.crs)]
     return [p for p in written if p is not None]
 
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 RUN_RECORD = "run.json"
 QUICKLOOK = "quicklook.png"
 SCORE = "change_score.tif"
+BACKDROPS = ("before.vrt", "after.vrt")
 
 #: ``change_mask.tif``: 1 change, 0 no change, this value where no pixel was valid.
 MASK_NODATA = 255
@@ -48,6 +49,11 @@ class RunOutputs:
     def score(self) -> Path:
         """``change_score.tif``: float32 COG, NaN where no data."""
         return self.folder / SCORE
+
+    @property
+    def backdrops(self) -> tuple[Path, Path]:
+        """``before.vrt``, ``after.vrt``: each date's display bands, aligned (QGIS, report, web map)."""
+        return self.folder / BACKDROPS[0], self.folder / BACKDROPS[1]
 
 
 @dataclass(frozen=True)
@@ -112,5 +118,5 @@ def run_kind(folder: str | Path) -> type[DetectOutputs] | type[DamageOutputs] | 
     return None
 
 
-__all__ = ["DAMAGE_NODATA", "MASK_NODATA", "QUICKLOOK", "RUN_RECORD", "SCORE", "DamageOutputs", "DetectOutputs",
+__all__ = ["BACKDROPS", "DAMAGE_NODATA", "MASK_NODATA", "QUICKLOOK", "RUN_RECORD", "SCORE", "DamageOutputs", "DetectOutputs",
            "RunOutputs", "run_kind"]

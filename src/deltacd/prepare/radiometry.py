@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from deltacd.methods.irmad import IRMAD
+from deltacd.prepare.mad import MADTransform
 from deltacd.prepare.sampling import PixelSample
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def fit_harmoniser(
         return QuantileHarmoniser(source, target)
     if rule != "pif":
         raise ValueError(f"harmonise rule must be 'pif', 'histogram' or 'none'; got {rule!r}")
-    irmad = IRMAD()
+    irmad = MADTransform()
     irmad.fit(sample)
     before, after = sample.before.astype(np.float64), sample.after.astype(np.float64)
     prob = irmad.no_change_probability(irmad.statistic(before, after))

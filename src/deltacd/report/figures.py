@@ -20,7 +20,7 @@ import rasterio  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from deltacd.evaluate.metrics import PRCurve  # noqa: E402
+from deltacd.metrics import PRCurve  # noqa: E402
 
 __all__ = [
     "AGREEMENT_COLOURS",

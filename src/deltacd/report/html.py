@@ -26,6 +26,7 @@ from typing import Any
 from deltacd._version import __version__
 from deltacd.errors import InputError
 from deltacd.io.outputs import staged_output
+from deltacd.outputs.layout import RUN_RECORD, DamageOutputs, DetectOutputs, run_kind
 from deltacd.report import maps
 
 SECTIONS = (
@@ -68,11 +69,11 @@ def find_parts(source: Path) -> dict[str, Any]:
         folder = source / step
         parts[step] = folder if folder.is_dir() else None
     if study is None:
-        record = _json(source / "run.json")
+        record = _json(source / RUN_RECORD)
         if record is None:
             raise InputError(f"{source}: neither a study folder (study.json) nor a detect or damage run (run.json); "
                              "give the output folder of deltacd run, detect or damage")
-        parts["damage" if (source / "buildings.gpkg").is_file() else "detect"] = source
+        parts["damage" if run_kind(source) is DamageOutputs else "detect"] = source
     return parts
 
 
@@ -120,7 +121,7 @@ def _summary(parts: dict[str, Any], title: str) -> str:
                 rows.append({"item": f"step {name}", "value": f"{record['seconds']:.1f} s, finished {record['finished_utc']}"})
     for step in ("detect", "damage"):
         folder = parts.get(step)
-        record = _json(folder / "run.json") if folder else None
+        record = _json(folder / RUN_RECORD) if folder else None
         if not record:
             continue
         for date in ("before", "after"):
@@ -151,7 +152,7 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
     out = {"summary": _summary(parts, title)}
     detect, damage = parts.get("detect"), parts.get("damage")
     warnings: list[str] = []
-    records = {s: _json(parts[s] / "run.json") for s in ("detect", "damage") if parts.get(s)}
+    records = {s: _json(parts[s] / RUN_RECORD) for s in ("detect", "damage") if parts.get(s)}
     for step, record in records.items():
         warnings += [f"{step}: {w}" for w in record.get("warnings", [])]
         coreg = record.get("coregistration")
@@ -162,7 +163,7 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
     if compare and (compare / "changes_fromto.gpkg").is_file():
         import geopandas as gpd
 
-        fromto = gpd.read_file(compare / "changes_fromto.gpkg", layer="changes")
+        fromto = gpd.read_file(compare / "changes_fromto.gpkg", layer=DetectOutputs.layer)
     if detect:
         path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size, polygons=fromto,
                                 legend_field="transition" if fromto is not None else None)
@@ -171,8 +172,9 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
         out["coregistration"] = _figure(maps.coregistration_figure(record, record["grid"], figures / "coregistration.png"),
                                         "shift measured in each block (arrows magnified)") or _none("co-registration was not run")
         out["histogram"] = _figure(maps.histogram_figure(record, figures / "score_histogram.png"), "score histogram and threshold")
-        if (detect / "change_uncertainty.tif").is_file():
-            out["uncertainty"] = _figure(maps.raster_map(detect / "change_uncertainty.tif", figures / "uncertainty.png",
+        uncertainty = DetectOutputs(detect).uncertainty
+        if uncertainty.is_file():
+            out["uncertainty"] = _figure(maps.raster_map(uncertainty, figures / "uncertainty.png",
                                                          title="predictive entropy over test-time augmentation",
                                                          label="bits", cmap="inferno"), "where the network is unsure")
         if (record.get("results") or {}).get("changed_fraction", 0) and record["results"]["changed_fraction"] > 0.5:
@@ -180,7 +182,7 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
     if damage:
         path = maps.damage_map(damage, figures / "damage_map.png", date=dates[1], max_size=max_size)
         counts = records.get("damage", {}).get("results", {}).get("per_grade", {})
-        rows = maps.read_csv(damage / "summary.csv")
+        rows = maps.read_csv(DamageOutputs(damage).summary)
         body = _figure(path, "buildings by damage grade over the post-event image")
         body += _figure(maps.bar_figure(list(counts), list(counts.values()), figures / "damage_counts.png",
                                         xlabel="buildings", title="buildings per damage grade"), "buildings per grade")
@@ -272,7 +274,8 @@ def write_report(source: str | Path, out_dir: str | Path | None = None, *, title
     out = Path(out_dir) if out_dir is not None else source / "report"
     study = parts.get("study") or {}
     title = title or study.get("name") or f"deltacd run {source.name}"
-    with staged_output(out, overwrite=overwrite, kind="report", inputs=[source / "run.json"] if (source / "run.json").exists() else []) as staging:
+    record = source / RUN_RECORD
+    with staged_output(out, overwrite=overwrite, kind="report", inputs=[record] if record.exists() else []) as staging:
         figures = staging / "figures"
         figures.mkdir()
         sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None))

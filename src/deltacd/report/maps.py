@@ -25,6 +25,7 @@ from rasterio.enums import Resampling  # noqa: E402
 from rasterio.vrt import WarpedVRT  # noqa: E402
 
 from deltacd.io.grid import Grid  # noqa: E402
+from deltacd.outputs.layout import BACKDROPS, DamageOutputs, DetectOutputs  # noqa: E402
 from deltacd.outputs.quicklook import stretch  # noqa: E402
 
 
@@ -82,11 +83,12 @@ def _extent(grid: Grid) -> tuple[float, float, float, float]:
 def change_maps(run: Path, path: Path, *, dates: tuple[str | None, str | None] = (None, None), max_size: int = 1400,
                 polygons: gpd.GeoDataFrame | None = None, legend_field: str | None = None) -> Path:
     """Before | after | changes over after, with legends, scale bars, north arrows, CRS and dates."""
-    grid = small_grid(run / "change_mask.tif", max_size)
+    outputs = DetectOutputs(run)
+    grid = small_grid(outputs.mask, max_size)
     extent = _extent(grid)
     aspect = grid.height / grid.width
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.6 * aspect + 1.0), constrained_layout=True)
-    backdrops = [run / "before.vrt", run / "after.vrt"]
+    backdrops = [run / name for name in BACKDROPS]
     images = [rgb(p, grid)[0] if p.is_file() else None for p in backdrops]
     for ax, image, label, date in zip(axes[:2], images, ("before", "after"), dates, strict=True):
         if image is not None:
@@ -95,11 +97,11 @@ def change_maps(run: Path, path: Path, *, dates: tuple[str | None, str | None] =
     ax = axes[2]
     if images[1] is not None:
         ax.imshow(images[1], extent=extent, cmap="gray" if images[1].ndim == 2 else None, interpolation="nearest", alpha=0.6)
-    mask = read_on(run / "change_mask.tif", grid, resampling=Resampling.mode)[0]
+    mask = read_on(outputs.mask, grid, resampling=Resampling.mode)[0]
     overlay = np.ma.masked_where(~(mask == 1), np.ones_like(mask))
     ax.imshow(overlay, extent=extent, cmap=matplotlib.colors.ListedColormap(["#e31a1c"]), interpolation="nearest", alpha=0.8)
     handles = [Patch(facecolor="#e31a1c", label="change")]
-    frame = polygons if polygons is not None else gpd.read_file(run / "changes.gpkg", layer="changes")
+    frame = polygons if polygons is not None else gpd.read_file(outputs.polygons, layer=outputs.layer)
     if legend_field and legend_field in frame.columns and not frame.empty:
         top = frame.groupby(legend_field)["area_ha"].sum().sort_values(ascending=False).index[:6]
         colours = plt.get_cmap("tab10").colors
@@ -122,13 +124,14 @@ def damage_map(run: Path, path: Path, *, date: str | None = None, max_size: int 
     """Buildings coloured by damage grade over the post-event image, with legend, scale bar, north arrow, CRS."""
     from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
-    grid = small_grid(run / "damage.tif", max_size)
+    outputs = DamageOutputs(run)
+    grid = small_grid(outputs.damage, max_size)
     extent = _extent(grid)
     fig, ax = plt.subplots(figsize=(9, 9 * grid.height / grid.width + 0.6), constrained_layout=True)
-    if (run / "after.vrt").is_file():
-        image = rgb(run / "after.vrt", grid)[0]
+    if (run / BACKDROPS[1]).is_file():
+        image = rgb(run / BACKDROPS[1], grid)[0]
         ax.imshow(image, extent=extent, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
-    buildings = gpd.read_file(run / "buildings.gpkg", layer="buildings")
+    buildings = gpd.read_file(outputs.buildings, layer=outputs.layer)
     counts = buildings["damage_grade"].value_counts()
     for grade, colour in GRADE_COLOURS.items():
         part = buildings[buildings["damage_grade"] == grade]

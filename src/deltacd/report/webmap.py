@@ -26,8 +26,9 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from deltacd.io.grid import Grid
-from deltacd.report import maps
+from deltacd.outputs.layout import DamageOutputs, DetectOutputs
 from deltacd.outputs.quicklook import stretch
+from deltacd.report import maps
 
 MAX_FEATURES = 20_000
 MERCATOR = CRS.from_epsg(3857)
@@ -154,7 +155,8 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     for image in (assets / "images").iterdir():
         (out / "images" / image.name).write_bytes(image.read_bytes())
     run = parts.get("detect") or parts.get("damage")
-    reference = run / ("change_mask.tif" if (run / "change_mask.tif").is_file() else "damage.tif")
+    mask = DetectOutputs(run).mask
+    reference = mask if mask.is_file() else DamageOutputs(run).damage
     with rasterio.open(reference) as src:
         grid = Grid.of(src)
     web = _mercator_grid(grid, max_size)
@@ -164,8 +166,9 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
         if (run / f"{name}.vrt").is_file() and _image(run / f"{name}.vrt", web, name, out):
             images.append({"name": name, "label": label, "file": f"{name}.png", "bounds": bounds, "visible": visible,
                            "opacity": opacity})
-    if (run / "change_uncertainty.tif").is_file():
-        _ramp_image(run / "change_uncertainty.tif", web, "uncertainty", out)
+    uncertainty = DetectOutputs(run).uncertainty
+    if uncertainty.is_file():
+        _ramp_image(uncertainty, web, "uncertainty", out)
         images.append({"name": "uncertainty", "label": "uncertainty (entropy)", "file": "uncertainty.png", "bounds": bounds,
                        "visible": False, "opacity": 0.7})
     tolerance = grid.res[0]
@@ -173,7 +176,7 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     if detect:
         fromto = parts.get("compare") and Path(parts["compare"]) / "changes_fromto.gpkg"
         if fromto and fromto.is_file():
-            frame = gpd.read_file(fromto, layer="changes")
+            frame = gpd.read_file(fromto, layer=DetectOutputs.layer)
             top = frame.groupby("transition")["area_ha"].sum().sort_values(ascending=False).index[:8]
             palette = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628", "#f781bf"]
             colours = dict(zip(top, palette, strict=False))
@@ -183,13 +186,13 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
                                                                                          "mean_score"], tolerance)})
             legend += [{"label": t, "colour": c} for t, c in colours.items()]
         else:
-            frame = gpd.read_file(detect / "changes.gpkg", layer="changes")
+            frame = gpd.read_file(DetectOutputs(detect).polygons, layer=DetectOutputs.layer)
             layers.append({"label": "changes", "field": "_none", "colours": {}, "colour": "#e31a1c", "weight": 1.5, "fill": 0.2,
                            "features": _features(frame.reset_index(), ["change_id", "area_m2", "mean_score", "max_score"], tolerance)})
             legend.append({"label": "change", "colour": "#e31a1c"})
     damage = parts.get("damage")
     if damage:
-        frame = gpd.read_file(damage / "buildings.gpkg", layer="buildings")
+        frame = gpd.read_file(DamageOutputs(damage).buildings, layer=DamageOutputs.layer)
         colours = {str(g): c for g, c in GRADE_COLOURS.items()}
         frame["damage_grade"] = frame["damage_grade"].astype(str)
         keep = ["building_id", "damage_grade", "damage_label", "p_no_damage", "p_minor", "p_major", "p_destroyed",

@@ -23,6 +23,7 @@ from deltacd.io.outputs import input_paths, staged_output
 from deltacd.io.qgis import categorized_qml, write_styles
 from deltacd.io.records import environment, write_json
 from deltacd.io.vectors import read_vector, write_layer
+from deltacd.outputs.layout import DetectOutputs
 from deltacd.study.config import StudyConfig
 from deltacd.study.fromto import (
     Classes,
@@ -34,6 +35,8 @@ from deltacd.study.fromto import (
     zone_names,
 )
 
+#: Our change polygons with their from/to classes (layer ``changes``, as in the detect run's ``changes.gpkg``).
+FROMTO_GPKG = "changes_fromto.gpkg"
 #: Colours given to the largest transitions in the styles (the others are grey).
 TRANSITION_COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628", "#f781bf")
 
@@ -49,7 +52,7 @@ def compare_with_current_method(config: StudyConfig, detect_dir: Path | None, ou
     from/to matrix and areas per transition and per zone, on the grid of the first map (a raster).
     """
     i = config.inputs
-    ours = detect_dir / "change_mask.tif" if detect_dir is not None else None
+    ours = DetectOutputs(detect_dir).mask if detect_dir is not None else None
     if ours is None and (not i.landcover_before or _is_vector(i.landcover_before)):
         raise InputError(f"{config.source}: compare without a detect step needs land-cover maps as rasters "
                          "(inputs.landcover_before / landcover_after), or add steps.detect")
@@ -77,12 +80,12 @@ def compare_with_current_method(config: StudyConfig, detect_dir: Path | None, ou
                                          field=i.landcover_field if _is_vector(path) else None, names=names)
                              for path, label in ((i.landcover_before, "before"), (i.landcover_after, "after")))
             if ours is not None:
-                changes = gpd.read_file(detect_dir / "changes.gpkg", layer="changes")
+                changes = gpd.read_file(DetectOutputs(detect_dir).polygons, layer=DetectOutputs.layer)
                 attributed = attribute_transitions(changes, grid, before, after, classes, zones=zones, zone_field=i.zone_field)
-                write_layer(attributed, staging / "changes_fromto.gpkg", "changes")
+                write_layer(attributed, staging / FROMTO_GPKG, DetectOutputs.layer)
                 rows = write_transitions(staging / "transitions.csv", attributed)
                 top = [r["transition"] for r in rows if r["zone"] == "all"][: len(TRANSITION_COLOURS)]
-                write_styles(staging, {}, {("changes_fromto.gpkg", "changes"): categorized_qml(
+                write_styles(staging, {}, {(FROMTO_GPKG, DetectOutputs.layer): categorized_qml(
                     "transition", {t: (t, c) for t, c in zip(top, TRANSITION_COLOURS, strict=False)})})
                 summary["transitions"] = [r for r in rows if r["zone"] == "all"]
         theirs = open_labels(i.current_change, grid, what="current change layer", grid_name=str(grid_source),

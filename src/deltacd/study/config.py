@@ -28,16 +28,21 @@ relative to the study file)::
       damage_reference_field: grade
       damage_grade_table: copernicus
     steps:                           # the steps to run, each with the options of its verb (flag names)
-      detect: {method: cva, min-area: 20}
+      detect: {method: cva, min_area_m2: 20}
       compare: {}
-      evaluate: {n-boot: 500}
-      damage: {method: change, buffer: 1}
+      evaluate: {n_boot: 500}
+      damage: {method: change, buffer_m: 1}
       evaluate-damage: {}
       report: {title: ...}
 
+A step's options are its verb's flags without the dashes (``min_area_m2`` or ``min-area-m2`` for
+``--min-area-m2``), the earlier flag spellings (``min-area``, ``buffer``) included: they are stored
+under the field's name, so the two spellings are one setting (:func:`deltacd.config.canonical_keys`).
+
 Steps run in the order detect, damage, compare, evaluate, evaluate-damage, report, whatever the
-order in the file. A step that needs an input the file does not give (compare without land-cover
-maps or a current change layer) is refused before anything runs, with the key to add.
+order in the file. Before anything runs, the whole file is checked and every problem is reported at
+once (one line): a step without the input it needs (compare without land-cover maps or a current
+change layer, with the key to add), missing input files, options a step's verb does not accept.
 """
 
 from __future__ import annotations
@@ -49,11 +54,14 @@ from typing import Any
 
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from deltacd.config import STRICT, build_options, read_yaml
-from deltacd.errors import InputError, MissingInputError
+from deltacd.config import DAMAGE_ALIASES, STRICT, DetectOptions, build_options, canonical_keys, read_yaml
+from deltacd.errors import DeltacdError, InputError, MissingInputError
 
 #: The steps a study can run, in the order they run.
 STEPS = ("detect", "damage", "compare", "evaluate", "evaluate-damage", "report")
+
+#: Earlier spellings of each step's options (flag names of former versions) -> their field.
+STEP_ALIASES = {"detect": DetectOptions.aliases, "damage": {**DetectOptions.aliases, **DAMAGE_ALIASES}}
 
 #: Keys of ``inputs`` that are paths (made absolute against the study file's folder).
 PATH_INPUTS = ("before", "after", "aoi", "zones", "landcover_before", "landcover_after", "current_change", "reference",
@@ -160,7 +168,11 @@ def load_study(source: str | Path | dict[str, Any]) -> StudyConfig:
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise InputError(f"{where}: steps: unknown step(s) {', '.join(unknown)}; available: {', '.join(STEPS)}")
-    values["steps"] = {name: {k.replace("-", "_"): v for k, v in (options or {}).items()} for name, options in steps.items()}
+    for name, options in steps.items():
+        if not isinstance(options or {}, dict):
+            raise InputError(f"{where}: steps.{name}: expected a mapping of options, e.g. {name}: {{}}; got {options!r}")
+    values["steps"] = {name: canonical_keys(options or {}, STEP_ALIASES.get(name, {}), source=f"{where}: steps.{name}")
+                       for name, options in steps.items()}
     for name, options in values["steps"].items():
         for key in ("model", "localisation_model"):
             if key in options:
@@ -180,8 +192,9 @@ NEEDS = {
 }
 
 
-def check_study(config: StudyConfig, where: str) -> None:
-    """Refuse, before any work, steps without their inputs, missing input files, and zones without a name field."""
+def study_problems(config: StudyConfig, where: str) -> list[DeltacdError]:
+    """Every problem of the study's inputs: steps without their inputs, missing files, zones without a name field."""
+    problems: list[DeltacdError] = []
     inputs = config.inputs
     given = {f.name for f in fields(StudyInputs) if getattr(inputs, f.name) is not None}
     for step, (alternatives, hint) in NEEDS.items():
@@ -190,23 +203,45 @@ def check_study(config: StudyConfig, where: str) -> None:
         if step == "damage" and config.steps["damage"].get("localisation_model"):
             continue
         if not any(all(key in given for key in keys) for keys in alternatives):
-            raise InputError(f"{where}: step {step} needs {hint}; add it to the study file or drop the step")
+            problems.append(InputError(f"{where}: step {step} needs {hint}; add it to the study file or drop the step"))
     if "evaluate-damage" in config.steps and "damage" not in config.steps:
-        raise InputError(f"{where}: step evaluate-damage grades the damage step's buildings; add steps.damage")
+        problems.append(InputError(f"{where}: step evaluate-damage grades the damage step's buildings; add steps.damage"))
     if "evaluate" in config.steps and "detect" not in config.steps:
-        raise InputError(f"{where}: step evaluate scores the detect step's change map; add steps.detect")
+        problems.append(InputError(f"{where}: step evaluate scores the detect step's change map; add steps.detect"))
     if ("detect" in config.steps or "damage" in config.steps) and (inputs.before is None or inputs.after is None):
-        raise InputError(f"{where}: steps detect and damage need inputs.before and inputs.after (the two images)")
+        problems.append(InputError(f"{where}: steps detect and damage need inputs.before and inputs.after (the two images)"))
     if inputs.zones is not None and inputs.zone_field is None:
-        raise InputError(f"{where}: inputs.zones needs inputs.zone_field, the field that names each zone")
+        problems.append(InputError(f"{where}: inputs.zones needs inputs.zone_field, the field that names each zone"))
     for key in PATH_INPUTS:
         value = getattr(inputs, key, None)
         if key == "damage_grade_table" and value in ("deltacd", "xbd", "ems98", "copernicus"):
             continue
         for item in (value if isinstance(value, list) else [value]):
             if item is not None and not Path(item).exists():
-                raise MissingInputError(f"{where}: inputs.{key}: {item}: file not found; point it at your data")
+                problems.append(MissingInputError(f"{where}: inputs.{key}: {item}: file not found; point it at your data"))
     for step, options in config.steps.items():
         for key in ("model", "localisation_model"):
             if options.get(key) and not Path(options[key]).exists():
-                raise MissingInputError(f"{where}: steps.{step}.{key}: {options[key]}: file not found; point it at your model")
+                problems.append(MissingInputError(f"{where}: steps.{step}.{key}: {options[key]}: file not found; "
+                                                  "point it at your model"))
+    return problems
+
+
+def check_study(config: StudyConfig, where: str) -> None:
+    """Refuse, before any work, a study with problems (:func:`study_problems`, and every step's options checked by
+    its verb: :func:`deltacd.study.steps.option_problems`), all of them named in one error."""
+    from deltacd.study.steps import option_problems
+
+    raise_problems([*study_problems(config, where), *option_problems(config)], where)
+
+
+def raise_problems(problems: list[DeltacdError], where: str) -> None:
+    """Raise the one problem as it is, or all of them in one error (one line): a MissingInputError when every
+    one is a missing file, else an InputError."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    kind = MissingInputError if all(isinstance(p, MissingInputError) for p in problems) else InputError
+    texts = [str(p).removeprefix(f"{where}: ") for p in problems]
+    raise kind(f"{where}: {len(problems)} problems: " + "; ".join(texts))

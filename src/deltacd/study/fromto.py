@@ -4,8 +4,9 @@
 map of each date inside it, and that class's share of the polygon's labelled pixels, so a change
 reads "culture -> batiment, 0.42 ha". :func:`agreement_table` counts, window by window, the
 pixels where neither, only our map, only the current method, or both see change, per zone and per
-transition; the current method is either the post-classification comparison of the two
-land-cover maps (a class that differs) or its own change layer.
+transition (:func:`deltacd.evaluate.agreement.count_agreement`, as the compare verb counts them); the
+current method is either the post-classification comparison of the two land-cover maps (a class
+that differs) or its own change layer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import geopandas as gpd
 import numpy as np
 from rasterio.windows import Window
 
+from deltacd.evaluate.agreement import N_CODES, agreement_code, count_agreement
 from deltacd.evaluate.reference import LabelSource
 from deltacd.io.grid import Grid
 from deltacd.postprocess.zonal import FeatureLabels
@@ -119,7 +121,7 @@ def agreement_table(grid: Grid, ours: LabelSource | None, theirs: LabelSource | 
     """
     k = len(classes.codes) if classes is not None else 1
     z = 1 + (0 if zones is None else len(zones))
-    counts = np.zeros((z, k, k, 4), dtype=np.int64)
+    counts = np.zeros((z, k, k, N_CODES), dtype=np.int64)
     zone_labels = FeatureLabels(zones.geometry) if zones is not None else None
     for window in _strips(grid, rows):
         if ours is not None:
@@ -140,9 +142,9 @@ def agreement_table(grid: Grid, ours: LabelSource | None, theirs: LabelSource | 
             other, ok = other > 0, ok & vo
         else:
             other = ib != ia
-        zone = zone_labels.read(grid, window) if zone_labels is not None else np.zeros(mine.shape, dtype=np.int64)
-        code = mine.astype(np.int64) + 2 * other.astype(np.int64)  # 0 neither, 1 only ours, 2 only theirs, 3 both
-        np.add.at(counts, (zone[ok], ib[ok], ia[ok], code[ok]), 1)
+        zone = zone_labels.read(grid, window) if zone_labels is not None else None
+        code = agreement_code(mine, other)
+        counts += count_agreement(code, ok, before=ib, after=ia, n_classes=k, zone=zone, n_zones=z)
     return counts
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from deltacd.errors import InputError, OutputError
 from deltacd.io.outputs import MARKER, OutputLock, read_marker
 from deltacd.io.records import dumps, environment, fingerprint, record_digest, to_json_value
-from deltacd.study.config import StudyConfig, load_study
+from deltacd.study.config import StudyConfig, check_study, load_study
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,11 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
     """
     from deltacd.study import steps as step_functions
 
-    config = study if isinstance(study, StudyConfig) else load_study(study)
-    step_functions.check_options(config)
+    if isinstance(study, StudyConfig):
+        config = study
+        check_study(config, config.source or "study")  # as load_study does for a file
+    else:
+        config = load_study(study)
     out = config.output_dir
     _check_study_folder(out)
     out.mkdir(parents=True, exist_ok=True)

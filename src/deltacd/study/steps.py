@@ -3,7 +3,7 @@
 Each step calls the function of its verb with the study's inputs and the step's options, which
 carry the verbs' own option names (the CLI flags): ``detect`` -> :func:`deltacd.detect`,
 ``damage`` -> :func:`deltacd.damage.damage`, ``evaluate`` -> :func:`deltacd.evaluate.evaluate.evaluate`,
-``evaluate-damage`` -> :func:`deltacd.damage.evaluate.evaluate_damage`, ``report`` ->
+``evaluate-damage`` -> :func:`deltacd.evaluate.damage.evaluate_damage`, ``report`` ->
 :func:`deltacd.report.html.write_report`. ``compare`` runs the post-classification comparison
 (:func:`deltacd.evaluate.compare.compare`) when land-cover maps are given, attributes each change
 polygon its from/to classes and counts the agreement with the current method per zone and per
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deltacd.config import DetectOptions, build_options
-from deltacd.errors import InputError
+from deltacd.errors import DeltacdError, InputError
 from deltacd.study.config import StudyConfig
 
 #: The inputs each step reads (its record fingerprints them), and the steps it depends on.
@@ -39,40 +39,50 @@ def _inputs_options(config: StudyConfig) -> dict[str, Any]:
     return {k: v for k, v in shared.items() if v is not None}
 
 
-def _signature_check(function, options: dict[str, Any], step: str) -> None:
+def _signature_check(function, options: dict[str, Any]) -> None:
     accepted = set(inspect.signature(function).parameters)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise InputError(f"steps.{step}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted - {'self'}))}")
+        raise InputError(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted - {'self'}))}")
 
 
-def check_options(config: StudyConfig) -> None:
-    """Validate every step's options before any step runs (the verbs' own checks; unknown keys named)."""
+def option_problems(config: StudyConfig) -> list[DeltacdError]:
+    """Every step's options checked by its verb (unknown keys named), before any step runs; one problem per step."""
     where = config.source or "study"
+    problems: list[DeltacdError] = []
     for name, options in config.steps.items():
         source = f"{where}: steps.{name}"
-        if name == "detect":
-            build_options(DetectOptions, {**_inputs_options(config), **options}, source=source)
-        elif name == "damage":
-            from deltacd.damage.pipeline import split_options
+        try:
+            _check_options(name, options, config, source)
+        except DeltacdError as exc:
+            text = str(exc)
+            problems.append(type(exc)(text if text.startswith(where) else f"{source}: {text}"))
+    return problems
 
-            split_options({**_inputs_options(config), **options})
-        elif name == "compare":
-            from deltacd.evaluate.compare import CompareOptions
 
-            build_options(CompareOptions, options, source=source)
-        elif name == "evaluate":
-            from deltacd.evaluate.evaluate import EvaluateOptions
+def _check_options(name: str, options: dict[str, Any], config: StudyConfig, source: str) -> None:
+    if name == "detect":
+        build_options(DetectOptions, {**_inputs_options(config), **options}, source=source)
+    elif name == "damage":
+        from deltacd.damage.options import split_options
 
-            build_options(EvaluateOptions, options, source=source)
-        elif name == "evaluate-damage":
-            from deltacd.damage.evaluate import evaluate_damage
+        split_options({**_inputs_options(config), **options})
+    elif name == "compare":
+        from deltacd.evaluate.compare import CompareOptions
 
-            _signature_check(evaluate_damage, options, name)
-        elif name == "report":
-            from deltacd.report.html import write_report
+        build_options(CompareOptions, options, source=source)
+    elif name == "evaluate":
+        from deltacd.evaluate.evaluate import EvaluateOptions
 
-            _signature_check(write_report, options, name)
+        build_options(EvaluateOptions, options, source=source)
+    elif name == "evaluate-damage":
+        from deltacd.evaluate.damage import evaluate_damage
+
+        _signature_check(evaluate_damage, options)
+    elif name == "report":
+        from deltacd.report.html import write_report
+
+        _signature_check(write_report, options)
 
 
 def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -111,12 +121,14 @@ def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> Non
         compare_with_current_method(config, out / "detect" if "detect" in config.steps else None, folder, **options)
     elif name == "evaluate":
         from deltacd.evaluate.evaluate import evaluate
+        from deltacd.outputs.layout import DetectOutputs
 
         extra = {"strata": i.zones, "strata_field": i.zone_field, "reference_field": i.reference_field}
-        evaluate(out / "detect" / "change_mask.tif", i.reference, folder, score=out / "detect" / "change_score.tif",
+        run = DetectOutputs(out / "detect")
+        evaluate(run.mask, i.reference, folder, score=run.score,
                  overwrite=True, **{**{k: v for k, v in extra.items() if v is not None}, **options})
     elif name == "evaluate-damage":
-        from deltacd.damage.evaluate import evaluate_damage
+        from deltacd.evaluate.damage import evaluate_damage
 
         masks = (i.damage_reference_localisation, i.damage_reference_damage) if i.damage_reference_damage else None
         evaluate_damage(out / "damage", i.damage_reference, folder, reference_field=i.damage_reference_field,

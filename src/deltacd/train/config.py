@@ -15,6 +15,10 @@ Example (``examples/train_small.yaml``)::
     loss: {kind: bce_dice, pos_weight: auto}
     epochs: 5
     out: out/runs/fc-siam-diff_small
+
+A damage training run (``task: damage-classifier | damage-segmentation | building-localisation``,
+:mod:`deltacd.train.damage`) is described by a :class:`DamageTrainConfig` instead, read by
+:func:`load_damage_config`; its ``sources`` are scenes with footprints and grades.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import json
 import math
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic.dataclasses import dataclass
 
 from deltacd.config import STRICT, build_options, read_yaml
@@ -35,11 +39,16 @@ if TYPE_CHECKING:
     from deltacd.datasets.manifest import DatasetManifest
 
 __all__ = [
+    "DAMAGE_TASKS",
     "AdaptationConfig",
+    "BuildingsDamageSource",
+    "DamageTrainConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",
     "TrainConfig",
+    "XbdDamageSource",
+    "load_damage_config",
     "load_train_config",
     "read_manifest",
 ]
@@ -407,3 +416,78 @@ def load_train_config(source: str | Path | dict[str, Any] | TrainConfig) -> Trai
     from deltacd.train.recipes import expand_start
 
     return check_config(build_options(TrainConfig, expand_start(values, where), source=where))
+
+
+# --- damage training ------------------------------------------------------------------------
+
+#: The tasks of a damage training run (``task:`` key); any other config is a change training.
+DAMAGE_TASKS = ("damage-classifier", "damage-segmentation", "building-localisation")
+
+
+@dataclass(frozen=True, config=STRICT, kw_only=True)
+class XbdDamageSource:
+    """An xBD-style folder of tiles; ``event`` names it in splits and records (default: from the tile ids)."""
+
+    kind: Literal["xbd"] = "xbd"
+    path: Path
+    event: str | None = None
+    glob: str | None = None
+
+
+@dataclass(frozen=True, config=STRICT, kw_only=True)
+class BuildingsDamageSource:
+    """A pre/post pair and footprints with a grade field."""
+
+    kind: Literal["buildings"] = "buildings"
+    before: Path
+    after: Path
+    buildings: Path
+    grade_field: str = "grade"
+    grade_table: str = "deltacd"
+    bands_before: str | None = None
+    bands_after: str | None = None
+    event: str | None = None
+
+
+DamageSource = Annotated[XbdDamageSource | BuildingsDamageSource, Field(discriminator="kind")]
+
+
+@dataclass(frozen=True, config=STRICT, kw_only=True)
+class DamageTrainConfig:
+    """Settings of a damage training run (:mod:`deltacd.train.damage`); every field has a working default but ``task``, ``sources``, ``out``."""
+
+    task: Literal["damage-classifier", "damage-segmentation", "building-localisation"]
+    sources: list[DamageSource]
+    out: Path
+    encoder: str = "efficientnet_lite0:imagenet"
+    chip_m: PositiveFloat = 32.0
+    crop_px: Annotated[int, Field(ge=64)] = 256
+    crops_per_scene: PositiveInt = 16
+    steps: PositiveInt = 300
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    eval_every: PositiveInt = 50
+    seed: int = 0
+    num_threads: PositiveInt | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    balance_events: bool = True
+    validation: Literal["per_event", "pooled"] = "per_event"
+
+
+def load_damage_config(source: str | Path | dict[str, Any] | DamageTrainConfig) -> DamageTrainConfig:
+    """Validate a damage training configuration from a YAML file, a dict or a config."""
+    if isinstance(source, DamageTrainConfig):
+        return source
+    where = "damage train config"
+    if isinstance(source, (str, Path)):
+        where = str(source)
+        source = read_yaml(source, what="training config file")
+    if not isinstance(source, dict):
+        raise InputError(f"{where}: expected a mapping of settings; got {type(source).__name__}")
+    cfg = build_options(DamageTrainConfig, source, source=where)
+    if not cfg.sources:
+        raise InputError(f"{where}: sources is empty; give at least one xbd folder or buildings pair")
+    return cfg

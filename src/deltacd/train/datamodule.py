@@ -21,7 +21,7 @@ from deltacd.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChangeDataModule", "subset_indices"]
+__all__ = ["ChangeDataModule", "balanced_sampler", "subset_indices"]
 
 
 def subset_indices(n: int, keep: int | None, *, seed: int) -> list[int]:
@@ -33,6 +33,17 @@ def subset_indices(n: int, keep: int | None, *, seed: int) -> list[int]:
     if keep is None or keep >= n:
         return list(range(n))
     return np.random.default_rng(seed).permutation(n)[:keep].tolist()
+
+
+def balanced_sampler(sources: list[str], shares: dict[str, float] | None = None, *,
+                     generator: torch.Generator) -> WeightedRandomSampler:
+    """Draws of one epoch (as many as ``sources``, with replacement) that give each source its share.
+
+    ``sources``: the source (or event) name of each sample; ``shares``: name -> share (default
+    equal; :func:`~deltacd.datasets.sampling.source_weights`).
+    """
+    weights = torch.as_tensor(source_weights(sources, shares))
+    return WeightedRandomSampler(weights, len(sources), replacement=True, generator=generator)
 
 
 class ChangeDataModule(L.LightningDataModule):
@@ -134,8 +145,7 @@ class ChangeDataModule(L.LightningDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             sources = self.sources(split)
             if self.balance_sources and len(set(sources)) > 1:
-                weights = torch.as_tensor(source_weights(sources, self.source_shares))
-                options["sampler"] = WeightedRandomSampler(weights, len(sources), replacement=True, generator=generator)
+                options["sampler"] = balanced_sampler(sources, self.source_shares, generator=generator)
                 shuffle = False
             else:
                 options["generator"] = generator

@@ -28,11 +28,12 @@ import shutil
 import signal
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MONITOR", "TrainResult", "train"]
+__all__ = ["MONITOR", "TrainResult", "is_main_process", "torch_settings", "train"]
 
 #: Metric that selects the kept epoch and drives early stopping: validation F1 at the
 #: validation-chosen threshold (the threshold the saved model will use).
@@ -125,18 +126,19 @@ def is_main_process() -> bool:
 
 
 @contextmanager
-def _torch_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
-    """Thread count, matmul precision and Lightning's console chatter, restored afterwards."""
+def torch_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
+    """Thread count, matmul precision and Lightning's console chatter, restored afterwards (every training task)."""
     threads = torch.get_num_threads()
     matmul = torch.get_float32_matmul_precision()
-    pl_logger = logging.getLogger("lightning.pytorch")
-    level = pl_logger.level
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
     if num_threads:
         torch.set_num_threads(num_threads)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores: same accuracy class, ~2x faster
-    if quiet:
-        pl_logger.setLevel(logging.WARNING)
+    if quiet:  # GPU available, seeds, ranks: notices, noise in a library call
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             # Lightning suggests more loader workers / a larger logging interval on small data; the
@@ -153,7 +155,8 @@ def _torch_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.set_float32_matmul_precision(matmul)
-        pl_logger.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _make_trainer(config: TrainConfig, run_dir: Path, *, progress: bool, train_batches: int) -> tuple[L.Trainer, ModelCheckpoint]:
@@ -253,9 +256,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
                 lock.release()
             raise OutputError(f"out: cannot create {run_dir} ({exc.strerror}); choose a writable folder") from exc
     started = time.perf_counter()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        with _torch_settings(cfg.num_threads, quiet=not progress):
+        with torch_settings(cfg.num_threads, quiet=not progress):
             L.seed_everything(cfg.seed, workers=True, verbose=False)
             data = ChangeDataModule(
                 cfg.dataset,
@@ -445,7 +448,7 @@ def _write_outputs(
     record = {
         "format": RECORD_FORMAT,
         "started": started_at,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "config": cfg.to_dict(),

@@ -15,12 +15,16 @@ Dice and focal come from ``segmentation_models_pytorch.losses``; cross-entropy i
 ``[B, H, W]`` (int64, 0 = unchanged, 1 = changed, ``ignore_index`` = unlabelled) and returns a
 scalar. Pixels equal to ``ignore_index`` contribute nothing, neither to the value nor to the
 gradient; a batch with no labelled pixel gives 0 (with a gradient of zeros).
+
+The weights of rare classes come from the training labels: :func:`pos_weight_from_balance`
+(change: negatives over positives) and :func:`class_weights` (damage grades: inverse frequencies).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import Tensor, nn
@@ -28,7 +32,7 @@ from torch.nn import functional as F
 
 from deltacd.errors import InputError
 
-__all__ = ["BCEDiceLoss", "FocalChangeLoss", "MaskedBCELoss", "build_loss", "pos_weight_from_balance"]
+__all__ = ["BCEDiceLoss", "FocalChangeLoss", "MaskedBCELoss", "build_loss", "class_weights", "pos_weight_from_balance"]
 
 
 def _check(logits: Tensor, target: Tensor) -> Tensor:
@@ -139,6 +143,15 @@ def pos_weight_from_balance(class_balance: dict[str, Any], *, source: str = "man
     raise InputError(
         f"{source}: class_balance {class_balance!r} gives no changed/unchanged pixel counts; set loss.pos_weight to a number"
     )
+
+
+def class_weights(target: np.ndarray, classes: int, *, ignore: int = 255, cap: float = 10.0) -> np.ndarray:
+    """Weights inverse to each class's frequency (mean 1 over the present classes, capped at ``cap``)."""
+    counts = np.bincount(target[target != ignore].ravel().astype(np.int64), minlength=classes)[:classes].astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(classes)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    return np.minimum(weights, cap) / max(np.minimum(weights, cap)[present].mean(), 1e-12)
 
 
 def build_loss(

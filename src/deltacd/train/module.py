@@ -1,4 +1,8 @@
-"""The Lightning task that trains a registered change-detection network on binary change chips.
+"""The base of the Lightning training tasks, :class:`TrainingTask`, and the change task on binary change chips.
+
+:class:`TrainingTask` holds what every deltacd training task shares (normalisation buffers, the
+augmentation hook, AdamW over the trainable parameters with the task's learning-rate schedule);
+:class:`ChangeDetectionTask` and :class:`deltacd.train.damage.DamageTask` derive from it.
 
 :class:`ChangeDetectionTask` is split like torchgeo's trainers (``torchgeo/trainers/change.py``):
 ``configure_model()`` builds the network from the registry (and loads the weights to fine-tune
@@ -14,15 +18,15 @@ the dataset manifest's order; ``batch["label"]``: int64 ``[B, H, W]``, 0 / 1 / `
 1. normalise per band with the manifest's mean / std, or the pretrained encoder's
    (``normalisation="encoder"``), held in registered buffers, so they move with the module to
    the GPU and are saved with it: ``x = (dn - mean) / std``;
-2. training only: augmentation (``deltacd.datasets.augment.PairAugmentation``) on the normalised
-   batch, on the device;
+2. training only: augmentation (``deltacd.datasets.augment.PairAugmentation``, built by
+   :func:`deltacd.train.augment.build_augmentation`) on the normalised batch, on the device;
 3. ``logits = model(before, after)`` ``[B, 1, H, W]``; loss; ``sigmoid`` -> probabilities
    ``[B, H, W]`` for the metrics.
 
 Decision threshold
 ------------------
 During validation the probabilities of changed and unchanged labelled pixels are accumulated
-in a :class:`deltacd.evaluate.metrics.ScoreHistogram` (bins of 0.001); at the end of each
+in a :class:`deltacd.metrics.ScoreHistogram` (bins of 0.001); at the end of each
 validation epoch the threshold with the best F1 is chosen (never 0, which would call every pixel
 changed) and logged as ``val_threshold`` with its F1 ``val_f1_best`` (the score that checkpoints
 and early stopping follow). The threshold is a buffer, so a Lightning checkpoint carries the one
@@ -42,7 +46,7 @@ import inspect
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -55,7 +59,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex, BinaryPrecision, BinaryRecall
 
 from deltacd.errors import InputError
-from deltacd.evaluate.metrics import ScoreHistogram
+from deltacd.metrics import ScoreHistogram
 from deltacd.train.adaptation import (
     ENCODER_PREFIXES,
     AdaptationReport,
@@ -64,11 +68,12 @@ from deltacd.train.adaptation import (
     is_pretrained,
     keep_frozen_in_eval,
 )
+from deltacd.train.augment import build_augmentation
 from deltacd.train.losses import build_loss
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENCODER_PREFIXES", "ChangeDetectionTask", "warmup_cosine_schedule"]
+__all__ = ["ENCODER_PREFIXES", "ChangeDetectionTask", "TrainingTask", "warmup_cosine_factor", "warmup_cosine_schedule"]
 
 #: Learning rate at the start of the warm-up, as a fraction of the peak (LinearLR needs > 0).
 WARMUP_START_FACTOR = 0.01
@@ -96,21 +101,80 @@ def warmup_cosine_schedule(
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
-def _build_augmentation(options: dict[str, Any] | None, *, ignore_index: int) -> nn.Module | None:
-    """``deltacd.datasets.augment.PairAugmentation`` from AugmentConfig options (None: no augmentation).
+def warmup_cosine_factor(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor of each step, for ``LambdaLR``: ``(step + 1) / warmup_steps`` over the
+    first ``warmup_steps``, then cosine decay to 0 at ``total_steps`` (held there after).
 
-    Its random draws follow torch's global generator, which ``lightning.seed_everything`` seeds.
+    A closed form (the damage recipe's schedule); :func:`warmup_cosine_schedule` is the change
+    recipe's, from ``lr / 100`` up, and down to a floor of ``min_lr_ratio * lr``.
     """
-    if options is None:
-        return None
-    from deltacd.config import build_options
-    from deltacd.datasets.augment import AugmentConfig, PairAugmentation
+    warmup_steps = max(1, int(warmup_steps))
 
-    config = build_options(AugmentConfig, dict(options), source="augment")
-    return PairAugmentation(config, symmetric_target=True, ignore_index=ignore_index)
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
+
+    return factor
 
 
-class ChangeDetectionTask(L.LightningModule):
+class TrainingTask(L.LightningModule):
+    """The base of deltacd's training tasks (:class:`ChangeDetectionTask`, :class:`deltacd.train.damage.DamageTask`).
+
+    What every task shares:
+
+    * ``model``: the registry network being trained (set by the subclass);
+    * ``bands`` and the normalisation of raw digital numbers per band, in the buffers ``mean``
+      and ``std`` ``[1, C, 1, 1]`` that move with the module to the device and are saved with it
+      (:meth:`set_normalisation`, :meth:`normalise`);
+    * ``augment``: called on training batches as ``augment(before, after, target)``; None: no
+      augmentation (:mod:`deltacd.train.augment`);
+    * AdamW over the trainable parameters of ``model`` at :meth:`optimizer_settings`, with the
+      learning-rate schedule of :meth:`lr_schedule` (:meth:`configure_optimizers`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: nn.Module | None = None
+        self.augment: nn.Module | None = None
+        self.bands: tuple[str, ...] = ()
+
+    def set_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the ``mean`` / ``std`` buffers (raw DN per band): registered on the first call, then replaced in place."""
+        for name, values in (("mean", mean), ("std", std)):
+            tensor = torch.tensor([float(v) for v in values], dtype=torch.float32).view(1, -1, 1, 1)
+            if name in self._buffers:
+                getattr(self, name).copy_(tensor)
+            else:
+                self.register_buffer(name, tensor)
+
+    def normalise(self, dn: Tensor) -> Tensor:
+        """Raw digital numbers ``[B, C, H, W]`` -> normalised float32 ``(dn - mean) / std``."""
+        if dn.ndim != 4 or dn.shape[1] != self.mean.shape[1]:
+            raise InputError(
+                f"task: got a batch of shape {tuple(dn.shape)}, expected [B, {self.mean.shape[1]}, H, W] "
+                f"with bands {', '.join(self.bands)}"
+            )
+        return (dn.float() - self.mean) / self.std
+
+    def optimizer_settings(self) -> tuple[float, float]:
+        """``(lr, weight_decay)`` of AdamW."""
+        raise NotImplementedError
+
+    def lr_schedule(self, optimizer: Optimizer) -> tuple[LRScheduler, Literal["step", "epoch"]]:
+        """The learning-rate scheduler of ``optimizer`` and how often it steps."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW on the trainable parameters of ``model``, with :meth:`lr_schedule`."""
+        lr, weight_decay = self.optimizer_settings()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = AdamW(params, lr=lr, weight_decay=weight_decay)
+        scheduler, interval = self.lr_schedule(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+class ChangeDetectionTask(TrainingTask):
     """Train a registry model for binary change on normalised before/after chips.
 
     Parameters
@@ -182,10 +246,8 @@ class ChangeDetectionTask(L.LightningModule):
             raise InputError(f"task: {len(bands)} bands, {len(mean)} means, {len(std)} stds; give one mean and std per band")
         self.save_hyperparameters()
         self.bands = tuple(bands)
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.set_normalisation(mean, std)
         self.register_buffer("threshold", torch.tensor(0.5))
-        self.model: nn.Module | None = None
         self.model_kwargs: dict[str, Any] = {}
         #: What the adaptation did (counts, frozen modules); set by configure_model.
         self.adaptation_report: AdaptationReport | None = None
@@ -198,7 +260,7 @@ class ChangeDetectionTask(L.LightningModule):
             raise InputError(f"normalisation: {normalisation!r} is not one of dataset, encoder")
         self.configure_losses()
         self.configure_metrics()
-        self.augment = _build_augmentation(augment, ignore_index=ignore_index)
+        self.augment = build_augmentation(augment, ignore_index=ignore_index)
         self._val_hist: dict[str, ScoreHistogram] | None = None
         self.val_sources = tuple(sorted(set(val_sources)))
         #: F1 at the chosen threshold on the last validation epoch (NaN when undefined); the
@@ -288,9 +350,7 @@ class ChangeDetectionTask(L.LightningModule):
                 "(randomly initialised, or not a registry encoder); use normalisation: dataset, or pretrained "
                 "weights through model.kwargs.encoder_spec"
             )
-        mean, std = norm
-        self.mean.copy_(torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.std.copy_(torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        self.set_normalisation(*norm)
 
     def normalisation_dn(self) -> tuple[list[float], list[float]]:
         """The normalisation in use, ``(mean, std)`` per band in raw DN (what the checkpoint must record)."""
@@ -373,11 +433,12 @@ class ChangeDetectionTask(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW on the trainable parameters, with :func:`warmup_cosine_schedule`."""
+    def optimizer_settings(self) -> tuple[float, float]:
+        return self.hparams.lr, self.hparams.weight_decay
+
+    def lr_schedule(self, optimizer: Optimizer) -> tuple[LRScheduler, Literal["step", "epoch"]]:
+        """:func:`warmup_cosine_schedule` over the run, stepped per batch or per epoch (``lr_interval``)."""
         hp = self.hparams
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
         if hp.lr_interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
@@ -385,18 +446,9 @@ class ChangeDetectionTask(L.LightningModule):
         else:
             total, warmup = max_epochs, hp.warmup_epochs
         scheduler = warmup_cosine_schedule(optimizer, warmup_steps=warmup, total_steps=total, min_lr_ratio=hp.min_lr_ratio)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": hp.lr_interval}}
+        return scheduler, hp.lr_interval
 
     # -- steps ----------------------------------------------------------------------------
-
-    def normalise(self, dn: Tensor) -> Tensor:
-        """Raw digital numbers ``[B, C, H, W]`` -> normalised float32 ``(dn - mean) / std``."""
-        if dn.ndim != 4 or dn.shape[1] != self.mean.shape[1]:
-            raise InputError(
-                f"task: got a batch of shape {tuple(dn.shape)}, expected [B, {self.mean.shape[1]}, H, W] "
-                f"with bands {', '.join(self.bands)}"
-            )
-        return (dn.float() - self.mean) / self.std
 
     def forward(self, before: Tensor, after: Tensor) -> Tensor:
         """Change logits ``[B, 1, H, W]`` for raw-DN images ``[B, C, H, W]`` (normalised here)."""

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deltacd.errors import InputError
-from deltacd.models.encoders.registry import Encoder
+from deltacd.models.encoders.base import Encoder
 
 __all__ = ["SimpleFeaturePyramid", "ViTPyramidEncoder"]
 

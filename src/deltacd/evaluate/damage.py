@@ -8,10 +8,10 @@ both sides give the 4 x 4 confusion matrix of grades; per-grade precision / reca
 damaged-vs-undamaged F1 (damaged = minor or worse), Cohen's kappa with quadratic weights
 (Cohen 1968, doi:10.1037/h0026256: an error of two grades costs four times an error of one),
 each with a 95 % block-bootstrap interval (blocks of ``block_m`` metres of the reference
-buildings' centroids, resampled with replacement, :func:`deltacd.evaluate.metrics.block_bootstrap_ci_from_blocks`).
+buildings' centroids, resampled with replacement, :func:`deltacd.metrics.block_bootstrap_ci_from_blocks`).
 Counts and footprint areas per grade are given side by side, with the buildings found in one
 layer only. With the xView2 pixel targets of the reference (``reference_masks``), the xView2
-score of our ``damage.tif`` is computed too (:mod:`deltacd.evaluate.xview2`).
+score of our ``damage.tif`` is computed too (:mod:`deltacd.datasets.xview2`).
 
 Agreement per building: 0 same grade, 1 ours more severe, 2 ours less severe, 3 only in ours,
 4 only in the reference, 5 unclassified on either side; as a GeoPackage layer, a COG (on the
@@ -33,15 +33,16 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
 from deltacd.errors import InputError
-from deltacd.evaluate.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
 from deltacd.io.grid import Grid
 from deltacd.io.outputs import check_output, input_paths, staged_output
 from deltacd.io.qgis import categorized_qml, paletted_qml, write_styles
 from deltacd.io.records import environment, write_json
 from deltacd.io.vectors import clean_polygons, read_vector, write_layer
 from deltacd.io.writers import RasterWriter
+from deltacd.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
+from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
+from deltacd.outputs.layout import DamageOutputs
 from deltacd.postprocess.zonal import FeatureLabels
 
 AGREEMENT = {0: "same grade", 1: "ours more severe", 2: "ours less severe", 3: "only ours", 4: "only reference",
@@ -68,10 +69,10 @@ def _read(path: Path, field: str, table, *, what: str, layer: str | None = None)
 
 
 def _ours_layer(ours: Path) -> tuple[Path, Path | None]:
-    if ours.is_dir():
-        return ours / "buildings.gpkg", (ours / "damage.tif") if (ours / "damage.tif").is_file() else None
-    beside = ours.parent / "damage.tif"
-    return ours, beside if beside.is_file() else None
+    """Our buildings layer and the ``damage.tif`` beside it (None when absent); ``ours``: a damage run or its layer."""
+    run = DamageOutputs(ours if ours.is_dir() else ours.parent)
+    raster = run.damage if run.damage.is_file() else None
+    return (run.buildings if ours.is_dir() else ours), raster
 
 
 def match_buildings(ours: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, *, min_iou: float,
@@ -161,7 +162,7 @@ def evaluate_damage(
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     if not 0 < min_iou <= 1:
         raise InputError(f"min_iou: {min_iou}; give an intersection-over-union in (0, 1], e.g. 0.25")
-    mine = _read(ours_path, ours_field, "deltacd", what="buildings (ours)", layer="buildings" if ours_path.suffix == ".gpkg" else None)
+    mine = _read(ours_path, ours_field, "deltacd", what="buildings (ours)", layer=DamageOutputs.layer if ours_path.suffix == ".gpkg" else None)
     theirs = _read(Path(reference), reference_field, grade_table, what="reference buildings").to_crs(mine.crs)
     for frame, field_name, path in ((mine, ours_id_field, ours_path), (theirs, reference_id_field, reference)):
         if field_name is not None and field_name not in frame.columns:
@@ -272,7 +273,7 @@ def _write_agreement_raster(path: Path, grid: Grid, layer: gpd.GeoDataFrame, row
 
 def _xview2(ours_raster: Path, masks: tuple[str | Path, str | Path], grid: Grid, rows: int = 1024) -> dict[str, Any]:
     """xView2 score of our damage.tif against the reference localisation and damage masks (read on our grid)."""
-    from deltacd.evaluate.xview2 import XView2Accumulator, tile_counts
+    from deltacd.datasets.xview2 import XView2Accumulator, tile_counts
 
     localisation, cm = np.zeros(3, dtype=np.int64), np.zeros((5, 5), dtype=np.int64)
     with rasterio.open(ours_raster) as mine, rasterio.open(masks[0]) as loc_src, rasterio.open(masks[1]) as dmg_src:

@@ -1,7 +1,7 @@
 """The peer a user would pick instead: torchgeo's ``ChangeDetectionTask``, trained on the very same chips.
 
-``deltacd benchmark peers CONFIG -o OUT`` is the few-label protocol of
-:mod:`deltacd.benchmark.few_label` (same chip draws, same number of optimisation steps of the
+``python benchmarks/few_label.py CONFIG -o OUT`` with ``torchgeo`` arms is the few-label protocol of
+:mod:`fewlabel.protocol` (same chip draws, same number of optimisation steps of the
 same batch size, same seeds, same thread count, same test crops scored with the same micro
 F1) with arms of kind ``torchgeo`` beside deltacd's. A ``torchgeo`` arm trains
 ``torchgeo.trainers.ChangeDetectionTask`` (torchgeo >= 0.8, Stewart et al. 2022,
@@ -14,8 +14,8 @@ is torchgeo's: probability > 0.5. ``weights: true`` (ImageNet encoder) needs tor
 download the weights, which this machine cannot: the arms here start from random weights, and
 the table says so.
 
-torchgeo is imported only here, and only when a ``torchgeo`` arm runs: it is in the ``bench``
-extra, not a dependency of the package's runtime.
+torchgeo is imported only here, and only when a ``torchgeo`` arm runs: it is a requirement of the
+benchmarks (``benchmarks/requirements.txt``), not of the package.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def train_torchgeo(
     ----------
     view
         Dataset folder (train split cycled to the step budget, val split), as built by
-        :func:`deltacd.benchmark.few_label.build_view`.
+        :func:`fewlabel.protocol.build_view`.
     model
         ``{"name": "fcsiamdiff" | "fcsiamconc" | "unet", "kwargs": {"backbone": "resnet18", ...}}``;
         other kwargs go to ``ChangeDetectionTask``.
@@ -87,7 +87,7 @@ def train_torchgeo(
         from torch.utils.data import DataLoader
         from torchgeo.trainers import ChangeDetectionTask
     except ImportError as exc:
-        raise MissingInputError(f"torchgeo arm: {exc.name} is not installed; pip install 'deltacd[bench]' (torchgeo)") from None
+        raise MissingInputError(f"torchgeo arm: {exc.name} is not installed; pip install -r benchmarks/requirements.txt (torchgeo)") from None
 
     from deltacd.datasets.manifest import load_manifest
     from deltacd.datasets.torch_dataset import ChangeChipDataset

@@ -1,4 +1,4 @@
-"""Few-label learning curves: test F1 against the number of labelled training chips (``deltacd benchmark few-label``).
+"""Few-label learning curves: test F1 against the number of labelled training chips (``python benchmarks/few_label.py``).
 
 How much labelling does a change detector need? For each *arm* (a way to get a model), each
 number ``N`` of labelled training chips (``sizes``, e.g. 1, 2, 4, 8, all) and each seed, a model is
@@ -34,7 +34,7 @@ Arms (``kind``)
         benchmark's.
     ``torchgeo``
         The peer: torchgeo's ``ChangeDetectionTask`` on the same chips and budget
-        (:mod:`deltacd.benchmark.peers`; ``deltacd benchmark peers``).
+        (:mod:`fewlabel.peers`).
     ``zero_shot``
         Cosine distance of frozen ImageNet features, Otsu threshold per test crop (what
         ``deltacd detect --method zero-shot`` does): no label at all, one row (``n_chips`` 0,
@@ -374,7 +374,7 @@ def _check(cfg: FewLabelConfig, where: str) -> None:
             raise InputError(f"{prefix}: options are for kind zero_shot only; remove them")
         model = arm.model_config()
         if arm.kind == "torchgeo":
-            from deltacd.benchmark.peers import PEER_MODELS
+            from fewlabel.peers import PEER_MODELS
 
             if model["name"] not in PEER_MODELS:
                 raise InputError(f"{prefix}.model: torchgeo model {model['name']!r}; use one of {', '.join(PEER_MODELS)}")
@@ -944,7 +944,7 @@ def _run_one(cfg: FewLabelConfig, plan: _Plan, val_root: Path, tests: dict[str, 
     pos_weight = _pos_weight(cfg, balance)
     log.info("%s N=%s seed %s: training %d steps (%d epochs of %d)", plan.arm.name, plan.size, plan.seed, epochs * k, epochs, k)
     if plan.arm.kind == "torchgeo":
-        from deltacd.benchmark.peers import train_torchgeo
+        from fewlabel.peers import train_torchgeo
 
         predict, threshold, train_s = train_torchgeo(
             view, model=plan.arm.model_config(), epochs=epochs, batch_size=cfg.batch_size, lr=plan.arm.lr or cfg.lr,

@@ -1,0 +1,26 @@
+"""``deltacd report``: an HTML report and a web map of a run or a study (:func:`deltacd.report.html.write_report`)."""
+
+from __future__ import annotations
+
+import argparse
+
+SUMMARY = "an HTML report and a web map of a run or a study"
+DESCRIPTION = (
+    "Write report.html (self-contained, figures embedded; PNGs in figures/) and webmap/index.html for the output "
+    "folder of deltacd run, detect or damage.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="RUN_OR_STUDY_DIR")
+    p.add_argument("-o", "--out", help="report folder (default: RUN_OR_STUDY_DIR/report)")
+    p.add_argument("--title", help="title of the report")
+    p.add_argument("--no-webmap", action="store_true", help="no interactive map")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deltacd.report.html import write_report
+
+    path = write_report(args.source, args.out, title=args.title, webmap=not args.no_webmap, overwrite=args.overwrite)
+    print(f"report: {path}" + ("" if args.no_webmap else f"; web map: {path.parent / 'webmap' / 'index.html'}"))
+    return 0

@@ -1,0 +1,31 @@
+"""``deltacd run``: every step of a study file (:func:`deltacd.study.run.run_study`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from deltacd.cli.common import progress_bars
+
+SUMMARY = "run a whole study from one study file"
+DESCRIPTION = (
+    "Run the steps of STUDY.yaml (detect, damage, compare, evaluate, evaluate-damage, report), each into its own "
+    "subfolder of the study's output folder. A rerun skips the steps whose inputs and options did not change and "
+    "resumes a killed run at the step it was in. A step's options are its verb's flags without the dashes "
+    "(min_area_m2, or min-area-m2). Examples: examples/*.yaml.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("--force", action="store_true", help="rerun every step")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deltacd.study.run import run_study
+
+    with progress_bars(args) as bars:
+        result = run_study(args.study, force=args.force, progress=bars)
+    for step in result.steps:
+        print(f"{step.name:16s} {step.status:22s} {step.seconds:8.1f} s  {step.reason}")
+    report = result.out_dir / "report" / "report.html"
+    print(f"study {result.record['name']} in {result.out_dir}/" + (f"; report: {report}" if report.is_file() else ""))
+    return 0

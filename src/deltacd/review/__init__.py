@@ -1,0 +1,13 @@
+"""The analyst review loop: objects of a run, their features, a classifier refined from an analyst's answers.
+
+- :mod:`deltacd.review.objects`: the objects of a run (superpixels of a detect run's pair, a damage
+  run's buildings), :class:`~deltacd.review.objects.ReviewRun`;
+- :mod:`deltacd.review.features`: their features, cached beside the run
+  (:func:`~deltacd.review.features.object_table`);
+- :mod:`deltacd.review.store`: the answers, ``RUN_DIR/review.gpkg`` (:class:`~deltacd.review.store.ReviewStore`);
+- :mod:`deltacd.review.refine`: :func:`~deltacd.review.refine.suggest`,
+  :func:`~deltacd.review.refine.write_suggestions` (``deltacd review RUN --suggest N -o FILE``) and
+  :func:`~deltacd.review.refine.refine` (``deltacd refine RUN --labels FILE -o OUT``).
+
+Nothing is imported here: ``import deltacd.review.refine`` pays for scikit-learn only when it is used.
+"""
