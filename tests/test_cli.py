@@ -55,6 +55,18 @@ def test_earlier_spellings_set_the_same_option():
     assert all(getattr(left_out, f.name) is None for f in fields(DetectOptions) if f.name != "method_options")
 
 
+def test_every_verb_takes_its_summary_and_description_from_its_docstring():
+    from deltacd.cli import verb_help
+
+    sub = build_parser([])._subparsers._group_actions[0]  # noqa: SLF001
+    summaries = {a.dest: a.help for a in sub._choices_actions}  # noqa: SLF001
+    assert summaries["detect"] == "detect changes between two images"
+    for verb, parser in sub.choices.items():
+        assert summaries[verb] and not summaries[verb].endswith("."), verb
+        assert parser.description and "\n" not in parser.description, verb
+    assert verb_help("``deltacd x``: do x.\n\nDo x\nwell.\n\nAPI: f.\n") == ("do x", "Do x well.")
+
+
 def test_help_texts_are_the_field_docs_with_the_real_defaults():
     helps = {a.dest: a.help for a in _verb("detect")._actions}  # noqa: SLF001
     docs = field_docs(DetectOptions)

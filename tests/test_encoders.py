@@ -471,5 +471,5 @@ def test_torchgeo_encoder_without_torchgeo_names_the_extra(monkeypatch) -> None:
 
     monkeypatch.setitem(sys.modules, "torchgeo", None)  # as if not installed: import raises ImportError
     monkeypatch.setitem(sys.modules, "torchgeo.models", None)
-    with pytest.raises(MissingDependencyError, match=r"torchgeo is not installed; pip install 'deltacd\[bench\]'"):
+    with pytest.raises(MissingDependencyError, match=r"torchgeo is not installed; pip install torchgeo"):
         build_encoder("torchgeo:ResNet18_Weights.SENTINEL2_ALL_MOCO", in_channels=13)

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,31 +59,11 @@ BLOCKS = "_blocks"
 
 
 @dataclass(frozen=True)
-class DetectResult:
-    """Where the outputs are, and the run record (the content of run.json)."""
+class DetectResult(DetectOutputs):
+    """Where the outputs are (``out_dir``, ``mask``, ``polygons``... from the layout), and the run record
+    (the content of run.json)."""
 
-    out_dir: Path
-    record: dict[str, Any]
-
-    @property
-    def outputs(self) -> DetectOutputs:
-        return DetectOutputs(self.out_dir)
-
-    @property
-    def score(self) -> Path:
-        return self.outputs.score
-
-    @property
-    def mask(self) -> Path:
-        return self.outputs.mask
-
-    @property
-    def polygons(self) -> Path:
-        return self.outputs.polygons
-
-    @property
-    def quicklook(self) -> Path:
-        return self.outputs.quicklook
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

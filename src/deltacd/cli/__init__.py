@@ -1,11 +1,11 @@
 """The ``deltacd`` command: parses arguments and calls the Python API, nothing else.
 
 One module per verb (:mod:`deltacd.cli.detect`, :mod:`deltacd.cli.damage`, ...), each with
-``SUMMARY``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``, the API function it
-calls imported inside ``run``; :mod:`deltacd.cli.common` holds what they share (one-line errors,
-the console, progress bars) and :mod:`deltacd.cli.options` the flags generated from the options
-dataclasses. :func:`main` builds the arguments of the verb it is given only, so ``deltacd --help``
-and ``deltacd VERB --help`` import neither numpy nor GDAL.
+``add_arguments(parser)`` and ``run(args)``, the API function it calls imported inside ``run``, and
+its help in its docstring (:func:`verb_help`); :mod:`deltacd.cli.common` holds what they share
+(one-line errors, the console, progress bars) and :mod:`deltacd.cli.options` the flags generated
+from the options dataclasses. :func:`main` builds the arguments of the verb it is given only, so
+``deltacd --help`` and ``deltacd VERB --help`` import neither numpy nor GDAL.
 
 A :class:`~deltacd.errors.DeltacdError` becomes one line on stderr and exit code 1, and nothing
 else is printed: the warnings a run raised are shown (one line each) only once it succeeded.
@@ -30,8 +30,18 @@ VERBS = {
     "detect": "detect", "batch": "batch", "demo": "demo", "prepare-dataset": "prepare_dataset", "train": "train",
     "evaluate": "evaluate", "compare": "compare", "robustness": "robustness", "damage": "damage",
     "evaluate-damage": "evaluate_damage", "run": "run", "report": "report", "prepare-examples": "prepare_examples",
-    "methods": "methods",
+    "methods": "methods", "review": "review", "refine": "refine",
 }
+
+
+def verb_help(doc: str | None) -> tuple[str, str]:
+    """The summary and the description of a verb, from its module's docstring.
+
+    The first line reads ``deltacd VERB``: *summary*. (the summary is listed by ``deltacd --help``);
+    the second paragraph is the description (``deltacd VERB --help``); later ones are for developers.
+    """
+    first, _, rest = (doc or "").partition("\n\n")
+    return first.partition(": ")[2].removesuffix("."), " ".join(rest.partition("\n\n")[0].split())
 
 
 def build_parser(verbs: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -48,7 +58,8 @@ def build_parser(verbs: Iterable[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for verb, name in VERBS.items():
         module = importlib.import_module(f"deltacd.cli.{name}")
-        p = sub.add_parser(verb, parents=[common], help=module.SUMMARY, description=module.DESCRIPTION)
+        summary, description = verb_help(module.__doc__)
+        p = sub.add_parser(verb, parents=[common], help=summary, description=description)
         if verb in chosen:
             module.add_arguments(p)
         p.set_defaults(func=module.run)

@@ -1,4 +1,11 @@
-"""``deltacd batch``: detect on many pairs with the same settings (:func:`deltacd.batch.detect_batch`)."""
+"""``deltacd batch``: detect on many pairs with the same settings.
+
+Run detect on every pair of PAIRS (a CSV with columns name,before,after; paths relative to it) into OUT/NAME/,
+and record each pair's outcome in OUT/batch.json. --workers N / --scheduler ADDRESS send whole pairs to a Dask
+cluster; a failed pair does not stop the others.
+
+API: :func:`deltacd.batch.detect_batch`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,6 @@ from pathlib import Path
 from deltacd.cli.common import progress_bars
 from deltacd.cli.detect import add_detect_flags, detect_options
 from deltacd.errors import InputError
-
-SUMMARY = "detect on many pairs with the same settings"
-DESCRIPTION = (
-    "Run detect on every pair of PAIRS (a CSV with columns name,before,after; paths relative to it) into OUT/NAME/, "
-    "and record each pair's outcome in OUT/batch.json. --workers N / --scheduler ADDRESS send whole pairs to a Dask "
-    "cluster; a failed pair does not stop the others.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,16 +1,17 @@
-"""``deltacd compare``: a change map against post-classification comparison (:func:`deltacd.evaluate.compare.compare`)."""
+"""``deltacd compare``: set a change map against post-classification comparison.
+
+Derive the change map of the current method (two land-cover maps, LC_BEFORE and LC_AFTER, compared class by
+class) and set OURS against it: agreement map (0 neither, 1 only ours, 2 only post-classification, 3 both) as
+COG and polygons, from/to transition areas, and with --reference both methods' scores on the same pixels.
+
+API: :func:`deltacd.evaluate.compare.compare`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.cli.common import classes, progress_bars
-
-SUMMARY = "set a change map against post-classification comparison"
-DESCRIPTION = (
-    "Derive the change map of the current method (two land-cover maps, LC_BEFORE and LC_AFTER, compared class by "
-    "class) and set OURS against it: agreement map (0 neither, 1 only ours, 2 only post-classification, 3 both) as "
-    "COG and polygons, from/to transition areas, and with --reference both methods' scores on the same pixels.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,9 @@
-"""``deltacd demo``: detect on the bundled Pléiades pair (:func:`deltacd.demo.run_demo`)."""
+"""``deltacd demo``: run detect on the bundled Pléiades example.
+
+Orthorectify, co-register and compare the bundled Pléiades PAN pair (RPC, uint16) with CVA.
+
+API: :func:`deltacd.demo.run_demo`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,6 @@ import argparse
 
 from deltacd.cli.common import progress_bars
 from deltacd.cli.detect import print_result
-
-SUMMARY = "run detect on the bundled Pléiades example"
-DESCRIPTION = "Orthorectify, co-register and compare the bundled Pléiades PAN pair (RPC, uint16) with CVA."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,11 @@
-"""``deltacd detect``: changes between two images (:func:`deltacd.detect`).
+"""``deltacd detect``: detect changes between two images.
 
-Its flags are the fields of :class:`deltacd.DetectOptions` (:mod:`deltacd.cli.options`); ``batch``
-shares them.
+Detect changes between BEFORE and AFTER and write change_score.tif, change_mask.tif, changes.gpkg,
+quicklook.png and run.json into OUT. BEFORE/AFTER: a raster, a folder of single-band rasters,
+or several files (Sentinel-2 bands).
+
+API: :func:`deltacd.detect`. Its flags are the fields of :class:`deltacd.DetectOptions`
+(:mod:`deltacd.cli.options`); ``batch`` shares them.
 """
 
 from __future__ import annotations
@@ -11,12 +15,6 @@ from typing import Any
 
 from deltacd.cli.common import image_argument, load_config, progress_bars
 from deltacd.errors import InputError
-
-SUMMARY = "detect changes between two images"
-DESCRIPTION = (
-    "Detect changes between BEFORE and AFTER and write change_score.tif, change_mask.tif, changes.gpkg, "
-    "quicklook.png and run.json into OUT. BEFORE/AFTER: a raster, a folder of single-band rasters, "
-    "or several files (Sentinel-2 bands).")
 
 #: The help's sections, each a list of DetectOptions fields; a field in none of them is listed under "other settings".
 GROUPS = {

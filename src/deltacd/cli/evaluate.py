@@ -1,18 +1,19 @@
-"""``deltacd evaluate``: score a change map against a reference (:func:`deltacd.evaluate.evaluate.evaluate`)."""
+"""``deltacd evaluate``: score a change map against a reference.
+
+Score PREDICTION (a change_mask.tif, or a class map) against REFERENCE (a raster, or polygons burnt on the
+prediction's grid with the pixel-centre rule; without --reference-field everything outside them is no change).
+Writes metrics.json, metrics.csv, objects.csv and figures into OUT: confusion matrix, precision, recall, F1, IoU,
+kappa with 95 % block-bootstrap intervals, objects found (IoU >= 0.5), hectares found/missed/false, and with
+--score a precision-recall curve and F1 against threshold.
+
+API: :func:`deltacd.evaluate.evaluate.evaluate`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.cli.common import classes, progress_bars
-
-SUMMARY = "score a change map against a reference"
-DESCRIPTION = (
-    "Score PREDICTION (a change_mask.tif, or a class map) against REFERENCE (a raster, or polygons burnt on the "
-    "prediction's grid with the pixel-centre rule; without --reference-field everything outside them is no change). "
-    "Writes metrics.json, metrics.csv, objects.csv and figures into OUT: confusion matrix, precision, recall, F1, IoU, "
-    "kappa with 95 % block-bootstrap intervals, objects found (IoU >= 0.5), hectares found/missed/false, and with "
-    "--score a precision-recall curve and F1 against threshold.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,17 +1,18 @@
-"""``deltacd evaluate-damage``: building grades against a reference study (:func:`deltacd.evaluate.damage.evaluate_damage`)."""
+"""``deltacd evaluate-damage``: score building grades against a reference study.
+
+Join OURS (a damage output folder or its buildings.gpkg) to REFERENCE (a building layer with a grade field) by id
+or by best overlap, and write the per-building confusion matrix of grades, per-grade precision/recall/F1 and
+damaged-vs-undamaged F1 with block-bootstrap intervals, weighted kappa, counts and areas per grade, and an
+agreement map (GeoPackage, COG, PNG) into OUT.
+
+API: :func:`deltacd.evaluate.damage.evaluate_damage`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.errors import InputError
-
-SUMMARY = "score building grades against a reference study"
-DESCRIPTION = (
-    "Join OURS (a damage output folder or its buildings.gpkg) to REFERENCE (a building layer with a grade field) by id "
-    "or by best overlap, and write the per-building confusion matrix of grades, per-grade precision/recall/F1 and "
-    "damaged-vs-undamaged F1 with block-bootstrap intervals, weighted kappa, counts and areas per grade, and an "
-    "agreement map (GeoPackage, COG, PNG) into OUT.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,11 +1,13 @@
-"""``deltacd methods``: the change methods (:data:`deltacd.methods.METHODS`)."""
+"""``deltacd methods``: list the change methods.
+
+List the change-detection methods.
+
+API: :data:`deltacd.methods.METHODS`.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-SUMMARY = "list the change methods"
-DESCRIPTION = "List the change-detection methods."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

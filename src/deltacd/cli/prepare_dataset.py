@@ -1,17 +1,18 @@
-"""``deltacd prepare-dataset``: a training dataset from ground truth (:func:`deltacd.datasets.prepare_dataset`)."""
+"""``deltacd prepare-dataset``: build a training dataset from ground truth.
+
+Cut chips from change ground truth (A/B/label chip folders, a GeoTIFF pair with change polygons or two
+land-cover maps, xBD damage labels), split them by spatial blocks, and write A/, B/, label/, chips.csv and
+manifest.json into OUT. CONFIG is a YAML file with the fields of deltacd.datasets.DatasetConfig
+(example: examples/dataset_levir_dsifn.yaml).
+
+API: :func:`deltacd.datasets.prepare_dataset`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.cli.common import progress_bars
-
-SUMMARY = "build a training dataset from ground truth"
-DESCRIPTION = (
-    "Cut chips from change ground truth (A/B/label chip folders, a GeoTIFF pair with change polygons or two "
-    "land-cover maps, xBD damage labels), split them by spatial blocks, and write A/, B/, label/, chips.csv and "
-    "manifest.json into OUT. CONFIG is a YAML file with the fields of deltacd.datasets.DatasetConfig "
-    "(example: examples/dataset_levir_dsifn.yaml).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,15 +1,17 @@
-"""``deltacd prepare-examples``: the data of the example studies (:func:`deltacd.study.examples.prepare_examples`)."""
+"""``deltacd prepare-examples``: write the data of the example studies.
+
+Write into OUT what the example studies (examples/*.yaml) need from the shared data sets: land-cover maps,
+georeferenced labels and zones for OSCD Bordeaux, the IGN land-cover mosaics, an Ida-BD tile as a GeoTIFF pair
+with footprints.
+
+API: :func:`deltacd.study.examples.prepare_examples`.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-SUMMARY = "write the data of the example studies"
-DESCRIPTION = (
-    "Write into OUT what the example studies (examples/*.yaml) need from the shared data sets: land-cover maps, "
-    "georeferenced labels and zones for OSCD Bordeaux, the IGN land-cover mosaics, an Ida-BD tile as a GeoTIFF pair "
-    "with footprints.")
 #: The repository holding this package (src/deltacd/cli/ -> the repository) in a source checkout.
 REPOSITORY = Path(__file__).resolve().parents[3]
 

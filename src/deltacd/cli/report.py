@@ -1,13 +1,14 @@
-"""``deltacd report``: an HTML report and a web map of a run or a study (:func:`deltacd.report.html.write_report`)."""
+"""``deltacd report``: an HTML report and a web map of a run or a study.
+
+Write report.html (self-contained, figures embedded; PNGs in figures/) and webmap/index.html for the output
+folder of deltacd run, detect or damage.
+
+API: :func:`deltacd.report.html.write_report`.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-SUMMARY = "an HTML report and a web map of a run or a study"
-DESCRIPTION = (
-    "Write report.html (self-contained, figures embedded; PNGs in figures/) and webmap/index.html for the output "
-    "folder of deltacd run, detect or damage.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

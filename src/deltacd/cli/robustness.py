@@ -1,16 +1,17 @@
-"""``deltacd robustness``: F1 of change methods as the after image is degraded (:mod:`deltacd.evaluate.robustness`)."""
+"""``deltacd robustness``: F1 of change methods as the after image is degraded.
+
+Degrade AFTER in controlled steps (gain, offset, gamma, haze, blur, noise, jpeg, shift, coarsen), run detect
+on each degraded pair and score change_mask.tif against REFERENCE (raster: 0 no change, >0 change, 255 not
+counted). Writes robustness.csv, robustness.json and robustness.png (F1 against strength) into OUT.
+
+API: :mod:`deltacd.evaluate.robustness`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.cli.common import floats, image_argument, load_config, progress_bars
-
-SUMMARY = "F1 of change methods as the after image is degraded"
-DESCRIPTION = (
-    "Degrade AFTER in controlled steps (gain, offset, gamma, haze, blur, noise, jpeg, shift, coarsen), run detect "
-    "on each degraded pair and score change_mask.tif against REFERENCE (raster: 0 no change, >0 change, 255 not "
-    "counted). Writes robustness.csv, robustness.json and robustness.png (F1 against strength) into OUT.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,17 +1,18 @@
-"""``deltacd run``: every step of a study file (:func:`deltacd.study.run.run_study`)."""
+"""``deltacd run``: run a whole study from one study file.
+
+Run the steps of STUDY.yaml (detect, damage, compare, evaluate, evaluate-damage, report), each into its own
+subfolder of the study's output folder. A rerun skips the steps whose inputs and options did not change and
+resumes a killed run at the step it was in. A step's options are its verb's flags without the dashes
+(min_area_m2, or min-area-m2). Examples: examples/*.yaml.
+
+API: :func:`deltacd.study.run.run_study`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from deltacd.cli.common import progress_bars
-
-SUMMARY = "run a whole study from one study file"
-DESCRIPTION = (
-    "Run the steps of STUDY.yaml (detect, damage, compare, evaluate, evaluate-damage, report), each into its own "
-    "subfolder of the study's output folder. A rerun skips the steps whose inputs and options did not change and "
-    "resumes a killed run at the step it was in. A step's options are its verb's flags without the dashes "
-    "(min_area_m2, or min-area-m2). Examples: examples/*.yaml.")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,11 @@
-"""``deltacd train``: train a change-detection or damage network (:func:`deltacd.train.train`)."""
+"""``deltacd train``: train a change-detection network.
+
+Train a network on a dataset folder from prepare-dataset and write OUT/model.safetensors, a self-describing
+checkpoint for `deltacd detect --model`. CONFIG is a YAML file with the fields of deltacd.train.TrainConfig
+(example: examples/train_small.yaml).
+
+API: :func:`deltacd.train.train`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,6 @@ import argparse
 import sys
 
 from deltacd.cli.common import load_config
-
-SUMMARY = "train a change-detection network"
-DESCRIPTION = (
-    "Train a network on a dataset folder from prepare-dataset and write OUT/model.safetensors, a self-describing "
-    "checkpoint for `deltacd detect --model`. CONFIG is a YAML file with the fields of deltacd.train.TrainConfig "
-    "(example: examples/train_small.yaml).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

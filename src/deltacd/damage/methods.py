@@ -179,18 +179,26 @@ def _run_pair(pair: AlignedPair, gsd_m: float | None) -> AlignedPair:
     return pair.on_grid(grid_at_resolution(pair.grid, gsd_m))
 
 
-@register_method
-class ChipClassifier(DamageMethod):
-    """A trained siamese chip classifier on chips centred on each building (module notes)."""
+class TrainedDamageMethod(DamageMethod):
+    """A damage method that runs a trained model: the checkpoint of its ``model_task``, loaded on ``device``."""
 
-    name = "classifier"
     trained = True
-    model_task = "damage-classifier"
 
     def __init__(self, model_path: str | Path, *, device: str = "auto", min_valid_share: float = 0.5):
         super().__init__(min_valid_share=min_valid_share)
         self.model, self.spec, self.device = load_damage_model(model_path, self.model_task, device=device)
         self.source = str(model_path)
+
+
+@register_method
+class ChipClassifier(TrainedDamageMethod):
+    """A trained siamese chip classifier on chips centred on each building (module notes)."""
+
+    name = "classifier"
+    model_task = "damage-classifier"
+
+    def __init__(self, model_path: str | Path, *, device: str = "auto", min_valid_share: float = 0.5):
+        super().__init__(model_path, device=device, min_valid_share=min_valid_share)
         self.chip_px = int(self.spec.data.get("chip_px", 64))
 
     def grade(self, context: DamageContext) -> BuildingGrades:
@@ -251,17 +259,11 @@ class SegmentationScores(ChangeMethod):
 
 
 @register_method
-class PixelSegmentation(DamageMethod):
+class PixelSegmentation(TrainedDamageMethod):
     """A trained 5-class siamese U-Net; each building takes its pixels' majority grade (module notes)."""
 
     name = "segmentation"
-    trained = True
     model_task = "damage-segmentation"
-
-    def __init__(self, model_path: str | Path, *, device: str = "auto", min_valid_share: float = 0.5):
-        super().__init__(min_valid_share=min_valid_share)
-        self.model, self.spec, self.device = load_damage_model(model_path, self.model_task, device=device)
-        self.source = str(model_path)
 
     def grade(self, context: DamageContext) -> BuildingGrades:
         from deltacd.engine.runner import predict_scene
@@ -327,4 +329,4 @@ def _method_of(model: str | Path) -> str:
 
 
 __all__ = ["DAMAGE_METHODS", "DEFAULT_METHOD", "BuildingGrades", "ChangeRules", "ChipClassifier", "DamageContext", "DamageMethod",
-           "PixelSegmentation", "SegmentationScores", "build_damage_method", "load_damage_model", "read_chip"]
+           "PixelSegmentation", "SegmentationScores", "TrainedDamageMethod", "build_damage_method", "load_damage_model", "read_chip"]

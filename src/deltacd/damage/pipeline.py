@@ -15,7 +15,7 @@ temporary folder and published at the end, as for detect.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,27 +57,11 @@ from deltacd.postprocess.zonal import FeatureLabels, ZonalAccumulator, ZonalStat
 PROBABILITY_FIELDS = ("p_no_damage", "p_minor", "p_major", "p_destroyed")
 
 @dataclass(frozen=True)
-class DamageResult:
-    """Where the outputs are, and the run record (the content of run.json)."""
+class DamageResult(DamageOutputs):
+    """Where the outputs are (``out_dir``, ``buildings``, ``damage_raster``, ``summary``... from the layout), and
+    the run record (the content of run.json)."""
 
-    out_dir: Path
-    record: dict[str, Any]
-
-    @property
-    def outputs(self) -> DamageOutputs:
-        return DamageOutputs(self.out_dir)
-
-    @property
-    def buildings(self) -> Path:
-        return self.outputs.buildings
-
-    @property
-    def damage_raster(self) -> Path:
-        return self.outputs.damage
-
-    @property
-    def summary(self) -> Path:
-        return self.outputs.summary
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def damage(

@@ -69,7 +69,7 @@ def mask_threshold(prediction: Path, given: float | None, have_score: bool) -> t
     """(threshold, where it came from, strict) — strict: the mask is ``score > t`` (deltacd's rule)."""
     if given is not None:
         return float(given), "given", False
-    run = DetectOutputs(prediction.parent).record
+    run = DetectOutputs(prediction.parent).record_file
     if have_score and prediction.name == DetectOutputs.MASK and run.exists():
         try:
             value = json.loads(run.read_text())["threshold"]["value"]

@@ -4,10 +4,16 @@ Anything GDAL reads works (GeoTIFF, JP2, ENVI, DIMAP, VRT). A date may be a fold
 single-band files (Sentinel-2 ``*_B02.tif`` ...), whose bands may differ in resolution: every
 file is warped onto the common grid on the fly, so nothing is resampled on disk.
 
-Images in sensor geometry (no geotransform) are recognised by their RPCs (read by GDAL from the
-file, ``.RPB`` or ``_RPC.TXT``, or from an OSSIM ``.geom`` sidecar); they must be
-orthorectified (:mod:`deltacd.prepare.orthorectify`) before alignment. Nothing is opened here
-for longer than it takes to read metadata.
+A Pléiades / SPOT 6-7 product opens as delivered: its ``DIM_*.XML`` or the folder holding it
+(:mod:`deltacd.io.dimap`; GDAL reads the tiles and the RPCs, the band order comes from the product).
+
+Images in sensor geometry (no geotransform) are recognised by their RPCs: read by GDAL from the
+file, ``.RPB``, ``_RPC.TXT`` or a DIMAP ``RPC_*.XML``; else from an OSSIM ``.geom`` sidecar
+(:mod:`deltacd.io.ossim`); else from the ``RPC_*.XML`` of a ``DIM_*.XML`` beside the file that lists
+it. Product-level RPCs describe the full product: a crop of it carries its offset as a pixel-unit
+transform, and the RPCs are shifted to it. The error for a file with none names every place looked
+at. Such images must be orthorectified (:mod:`deltacd.prepare.orthorectify`) before alignment.
+Nothing is opened here for longer than it takes to read metadata.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from rasterio.rpc import RPC
 from rasterio.warp import calculate_default_transform, transform_bounds
 
 from deltacd.errors import InputError, MissingInputError
+from deltacd.io import dimap
 from deltacd.io.bands import band_from_filename, default_names, parse_bands
+from deltacd.io.sensor import find_rpcs, product_names, shift_rpc
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +159,8 @@ def open_image(
     Parameters
     ----------
     source
-        A raster file, a folder of single-band rasters, or a list of raster files.
+        A raster file, a folder of single-band rasters, a list of raster files, or a DIMAP
+        product (its ``DIM_*.XML``, or the folder holding it).
     bands
         The band order of the input, e.g. ``"B,G,R,N"``; when omitted, names come from band
         descriptions, colour interpretation or (Sentinel-2 band files) file names.
@@ -281,8 +290,14 @@ def _expand(source: str | Path | Sequence[str | Path], label: str) -> list[Path]
         path = Path(source)
         if not path.exists():
             raise MissingInputError(f"{path}: no such file or folder ({label} image); check the path")
+        product = dimap.find_product(path)
+        if product is not None:
+            return [product]
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in _RASTER_SUFFIXES)
+            found = sorted(
+                p for p in path.iterdir()
+                if p.suffix.lower() in _RASTER_SUFFIXES and not p.name.lower().endswith(".aux.xml")
+            )
             if not found:
                 raise InputError(f"{path}: folder holds no raster file (.tif, .jp2, ...); give the {label} image itself")
             return found
@@ -300,6 +315,7 @@ def _read_file(
     path: Path, label: str, *, rpc_height: float | None, dem: Path | None
 ) -> tuple[BandFile, tuple[str, ...]]:
     """The file's metadata, and the band names it implies by itself."""
+    product = dimap.read_product(path) if dimap.is_dim(path) else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -310,7 +326,14 @@ def _read_file(
                 crs, transform, rpcs = ds.crs, ds.transform, ds.rpcs
                 implied = default_names(ds.count, [c.name for c in ds.colorinterp], list(ds.descriptions))
                 mixed_types = len(set(ds.dtypes)) != 1
+                read_with = [Path(f).name for f in ds.files[1:]]
     except RasterioIOError as exc:
+        if product is not None:
+            files = ", ".join(r.name for r in product.rasters) or "none listed"
+            raise InputError(
+                f"{path}: GDAL cannot open this DIMAP product ({exc}); check that its raster files ({files}) "
+                "are beside it, as delivered"
+            ) from exc
         raise InputError(f"{path}: not a raster GDAL can read ({exc}); check the file or convert it with gdal_translate") from exc
     if mixed_types:
         raise InputError(f"{path}: bands of mixed data types; convert it to one type")
@@ -320,57 +343,23 @@ def _read_file(
         if transform.b != 0 or transform.d != 0:
             raise InputError(f"{path}: rotated geotransform; warp it north-up first (gdalwarp)")
         info = BandFile(path, CRS.from_user_input(crs), transform, **meta)
-    else:
-        rpc = rpcs or _read_ossim_geom(path.with_suffix(".geom"))
-        if rpc is None:
-            if crs is not None:
-                what = "a CRS but no geotransform"
-            elif not transform.is_identity:
-                what = "a geotransform but no CRS"
-            else:
-                what = "no CRS or geotransform"
-            raise InputError(
-                f"{path}: {what} and no RPCs ({label} image); georeference it (gdal_edit.py -a_srs / -a_ullr) "
-                "or give an orthorectified image"
-            )
-        if rpcs is None and not transform.is_identity:
-            # A crop written by OTB/picanteo keeps its offset in the full image as a pixel-unit
-            # "transform"; the RPCs describe the full image, so shift them to the crop.
-            rpc = _shift_rpc(rpc, dx=transform.c, dy=transform.f)
-        info = BandFile(path, WGS84, None, **meta, rpc=RPCSource(rpc, _rpc_vrt(path, rpc, meta), rpc_height, dem))
-        log.info("%s: sensor geometry with RPCs", path)
-    return info, implied
+        return info, product_names(path, product.bands if product else None, meta["count"], implied)
 
-
-_RPC_FIELDS = ("height_off", "height_scale", "lat_off", "lat_scale", "long_off", "long_scale",
-               "line_off", "line_scale", "samp_off", "samp_scale")
-_RPC_COEFFS = ("line_num_coeff", "line_den_coeff", "samp_num_coeff", "samp_den_coeff")
-
-
-def _read_ossim_geom(path: Path) -> RPC | None:
-    """RPCs from an OSSIM keyword-list ``.geom`` file (as written by OTB), or None."""
-    if not path.is_file():
-        return None
-    entries: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            entries[key.strip()] = value.strip()
-    if "ossimRpcModel" not in entries.get("type", ""):
-        return None
-    try:
-        scalars = {k: float(entries[k]) for k in _RPC_FIELDS}
-        coeffs = {k: [float(entries[f"{k}_{i:02d}"]) for i in range(20)] for k in _RPC_COEFFS}
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"{path}: incomplete OSSIM RPC model ({exc}); re-export the .geom file") from exc
-    return RPC(**scalars, **coeffs)
-
-
-def _shift_rpc(rpc: RPC, *, dx: float, dy: float) -> RPC:
-    values = rpc.to_dict()
-    values["samp_off"] = rpc.samp_off - dx
-    values["line_off"] = rpc.line_off - dy
-    return RPC(**{k: v for k, v in values.items() if k in RPC.__init__.__code__.co_varnames})
+    found = find_rpcs(path, rpcs, read_with, product, label, crs=crs, transform=transform)
+    rpc = found.rpc
+    if found.whole_product and not transform.is_identity:
+        # A crop written by OTB/shareloc/picanteo keeps its offset in the full product as a pixel-unit
+        # "transform"; RPCs from a product-level file describe the full product, so shift them to the crop.
+        rpc = shift_rpc(rpc, dx=transform.c, dy=transform.f)
+    elif found.size is not None and found.size != (meta["width"], meta["height"]):
+        log.warning(
+            "%s: %s describes a %dx%d px image, this file is %dx%d px with no pixel offset: positions are right "
+            "only if it is the top-left corner of that image", path, found.origin, *found.size, meta["width"],
+            meta["height"],
+        )
+    info = BandFile(path, WGS84, None, **meta, rpc=RPCSource(rpc, _rpc_vrt(path, rpc, meta), rpc_height, dem))
+    log.info("%s: sensor geometry, RPCs from %s", path, found.origin)
+    return info, product_names(path, found.bands, meta["count"], implied)
 
 
 def _rpc_vrt(path: Path, rpc: RPC, meta: dict) -> str:

@@ -174,13 +174,17 @@ class _Decoder(nn.Module):
 
 
 class _FCBase(nn.Module):
-    """Shared constructor arguments and input check of the three FC networks."""
+    """Shared constructor, layers and input check of the three FC networks."""
 
     name: str = ""
     #: Four 2x2 poolings: height and width must be multiples of 2**4.
     size_multiple: int = 16
+    #: Images the encoder sees stacked as one (2: both dates, FC-EF; 1: one date at a time).
+    stacked_dates: int = 1
+    #: Encoder maps concatenated per skip connection (see :class:`_Decoder`).
+    skip_factor: int = 1
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, in_channels: int, num_classes: int = 1, dropout: float = 0.2) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
             raise InputError(
@@ -191,6 +195,8 @@ class _FCBase(nn.Module):
             raise InputError(f"{type(self).__name__} needs 0 <= dropout < 1; got dropout={dropout}")
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.encoder = _Encoder(self.stacked_dates * in_channels, dropout)
+        self.decoder = _Decoder(num_classes, skip_factor=self.skip_factor, dropout=dropout)
 
     def _check(self, before: Tensor, after: Tensor) -> None:
         check_pair(type(self).__name__, before, after, self.in_channels, self.size_multiple)
@@ -206,11 +212,7 @@ class FCEarlyFusion(_FCBase):
     """
 
     name = "fc-ef"
-
-    def __init__(self, in_channels: int, num_classes: int = 1, dropout: float = 0.2) -> None:
-        super().__init__(in_channels, num_classes, dropout)
-        self.encoder = _Encoder(2 * in_channels, dropout)
-        self.decoder = _Decoder(num_classes, skip_factor=1, dropout=dropout)
+    stacked_dates = 2
 
     def forward(self, before: Tensor, after: Tensor) -> Tensor:
         self._check(before, after)
@@ -230,11 +232,7 @@ class FCSiamConc(_FCBase):
     """
 
     name = "fc-siam-conc"
-
-    def __init__(self, in_channels: int, num_classes: int = 1, dropout: float = 0.2) -> None:
-        super().__init__(in_channels, num_classes, dropout)
-        self.encoder = _Encoder(in_channels, dropout)
-        self.decoder = _Decoder(num_classes, skip_factor=2, dropout=dropout)
+    skip_factor = 2
 
     def forward(self, before: Tensor, after: Tensor) -> Tensor:
         self._check(before, after)
@@ -256,11 +254,6 @@ class FCSiamDiff(_FCBase):
     """
 
     name = "fc-siam-diff"
-
-    def __init__(self, in_channels: int, num_classes: int = 1, dropout: float = 0.2) -> None:
-        super().__init__(in_channels, num_classes, dropout)
-        self.encoder = _Encoder(in_channels, dropout)
-        self.decoder = _Decoder(num_classes, skip_factor=1, dropout=dropout)
 
     def forward(self, before: Tensor, after: Tensor) -> Tensor:
         self._check(before, after)

@@ -24,9 +24,14 @@ MASK_NODATA = 255
 DAMAGE_NODATA = 255
 
 
+def _file(name: str, doc: str) -> property:
+    """A read-only path ``folder / name``, documented with ``doc``."""
+    return property(lambda self: self.folder / name, doc=f"``{name}``: {doc}")
+
+
 @dataclass(frozen=True)
 class RunOutputs:
-    """The files every run writes: ``run.json`` and ``quicklook.png`` in ``folder``."""
+    """The files every run writes in ``folder``."""
 
     folder: Path
 
@@ -38,17 +43,13 @@ class RunOutputs:
         object.__setattr__(self, "folder", Path(self.folder))
 
     @property
-    def record(self) -> Path:
-        return self.folder / RUN_RECORD
+    def out_dir(self) -> Path:
+        """The run's folder (the name the results of :func:`deltacd.detect` and :func:`deltacd.damage` give it)."""
+        return self.folder
 
-    @property
-    def quicklook(self) -> Path:
-        return self.folder / QUICKLOOK
-
-    @property
-    def score(self) -> Path:
-        """``change_score.tif``: float32 COG, NaN where no data."""
-        return self.folder / SCORE
+    record_file = _file(RUN_RECORD, "what was done: inputs, settings, measures, timings (strict JSON)")
+    quicklook = _file(QUICKLOOK, "a PNG of the result over the after image")
+    score = _file(SCORE, "float32 COG, the pixel change score, NaN where no data")
 
     @property
     def backdrops(self) -> tuple[Path, Path]:
@@ -66,20 +67,9 @@ class DetectOutputs(RunOutputs):
     POLYGONS: ClassVar[str] = "changes.gpkg"
     UNCERTAINTY: ClassVar[str] = "change_uncertainty.tif"
 
-    @property
-    def mask(self) -> Path:
-        """``change_mask.tif``: uint8 COG, 1 change, 0 no change, :data:`MASK_NODATA` no data."""
-        return self.folder / self.MASK
-
-    @property
-    def polygons(self) -> Path:
-        """``changes.gpkg``, layer ``changes``."""
-        return self.folder / self.POLYGONS
-
-    @property
-    def uncertainty(self) -> Path:
-        """``change_uncertainty.tif`` (networks with test-time augmentation only)."""
-        return self.folder / self.UNCERTAINTY
+    mask = _file(MASK, "uint8 COG, 1 change, 0 no change, 255 (MASK_NODATA) no data")
+    polygons = _file(POLYGONS, "the change polygons, layer ``changes``")
+    uncertainty = _file(UNCERTAINTY, "networks with test-time augmentation only: predictive entropy (bits)")
 
 
 @dataclass(frozen=True)
@@ -92,20 +82,10 @@ class DamageOutputs(RunOutputs):
     DAMAGE: ClassVar[str] = "damage.tif"
     SUMMARY: ClassVar[str] = "summary.csv"
 
-    @property
-    def buildings(self) -> Path:
-        """``buildings.gpkg``, layer ``buildings``."""
-        return self.folder / self.BUILDINGS
-
-    @property
-    def damage(self) -> Path:
-        """``damage.tif``: uint8 COG, grade 0-3 per building pixel, :data:`DAMAGE_NODATA` elsewhere."""
-        return self.folder / self.DAMAGE
-
-    @property
-    def summary(self) -> Path:
-        """``summary.csv``: counts and areas per grade (and per zone)."""
-        return self.folder / self.SUMMARY
+    buildings = _file(BUILDINGS, "the buildings with their grade, layer ``buildings``")
+    damage = _file(DAMAGE, "uint8 COG, grade 0-3 per building pixel, 255 (DAMAGE_NODATA) elsewhere")
+    damage_raster = damage
+    summary = _file(SUMMARY, "counts and areas per grade (and per zone)")
 
 
 def run_kind(folder: str | Path) -> type[DetectOutputs] | type[DamageOutputs] | None:

@@ -39,6 +39,7 @@ def orthorectify(image: DateImage, workdir: str | Path, *, crs: CRS) -> DateImag
     if not image.sensor_geometry:
         return image
     workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     files = []
     for index, f in enumerate(image.files):
         options = f.rpc.transformer_options()

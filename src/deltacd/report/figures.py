@@ -44,6 +44,27 @@ def _save(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def _class_matrix_axes(k: int) -> tuple[plt.Figure, plt.Axes]:
+    """A figure for a ``k`` x ``k`` matrix of classes, sized for its cells' labels."""
+    size = max(3.6, 0.9 * k + 2.2)
+    return plt.subplots(figsize=(size + 0.8, size), constrained_layout=True)
+
+
+def _save_class_matrix(
+    fig: plt.Figure, ax: plt.Axes, image: matplotlib.cm.ScalarMappable, names: Sequence[str], path: str | Path, *,
+    axes: tuple[str, str], colour: str, title: str,
+) -> Path:
+    """A class matrix's class names on both axes, ``axes`` (x and y titles), colour bar and title; then saved."""
+    k = len(names)
+    ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    fig.colorbar(image, ax=ax, label=colour)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def confusion_matrix_figure(counts: np.ndarray, names: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Heatmap of a ``[K, K]`` confusion matrix (rows = reference, columns = prediction).
 
@@ -54,20 +75,14 @@ def confusion_matrix_figure(counts: np.ndarray, names: Sequence[str], path: str 
     rows = c.sum(axis=1, keepdims=True)
     share = np.divide(c, rows, out=np.zeros_like(c), where=rows > 0)
     k = c.shape[0]
-    size = max(3.6, 0.9 * k + 2.2)
-    fig, ax = plt.subplots(figsize=(size + 0.8, size), constrained_layout=True)
+    fig, ax = _class_matrix_axes(k)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
             ax.text(j, i, f"{int(c[i, j]):,}\n{share[i, j]:.1%}", ha="center", va="center",
                     color="white" if share[i, j] > 0.6 else "black", fontsize=8)
-    ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("reference")
-    fig.colorbar(image, ax=ax, label="share of the reference class")
-    ax.set_title(title or "confusion matrix (pixels)")
-    return _save(fig, path)
+    return _save_class_matrix(fig, ax, image, names, path, axes=("prediction", "reference"),
+                              colour="share of the reference class", title=title or "confusion matrix (pixels)")
 
 
 def pr_curve_figure(
@@ -190,8 +205,7 @@ def transition_matrix_figure(area_ha: np.ndarray, names: Sequence[str], path: st
     """
     a = np.asarray(area_ha, dtype=np.float64)
     k = a.shape[0]
-    size = max(3.6, 0.9 * k + 2.2)
-    fig, ax = plt.subplots(figsize=(size + 0.8, size), constrained_layout=True)
+    fig, ax = _class_matrix_axes(k)
     positive = a[a > 0]
     vmin = float(positive.min()) if positive.size else 1e-3
     vmax = float(positive.max()) if positive.size else 1.0
@@ -202,10 +216,5 @@ def transition_matrix_figure(area_ha: np.ndarray, names: Sequence[str], path: st
             dark = a[i, j] > 0 and norm(a[i, j]) > 0.6
             ax.text(j, i, f"{a[i, j]:.3g}", ha="center", va="center", fontsize=8, color="white" if dark else "black",
                     fontweight="bold" if i == j else "normal")
-    ax.set_xticks(range(k), names, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("class at date 2")
-    ax.set_ylabel("class at date 1")
-    fig.colorbar(image, ax=ax, label="area (ha)")
-    ax.set_title(title or "from/to matrix (ha)")
-    return _save(fig, path)
+    return _save_class_matrix(fig, ax, image, names, path, axes=("class at date 2", "class at date 1"),
+                              colour="area (ha)", title=title or "from/to matrix (ha)")

@@ -9,6 +9,10 @@ WGS84 inside ``data.js``, each feature with a popup of its attributes. A slider 
 post-event image over the pre-event one; a layer control toggles every layer; a legend explains
 the colours. Large layers keep their ``MAX_FEATURES`` largest features, simplified to the pixel
 size, so the page stays responsive (the GeoPackages keep everything).
+
+``review=True`` adds the review mode that ``deltacd review`` serves (:mod:`deltacd.review.server`):
+``review.js`` and ``review.css`` beside the page; the page then asks every file with its own query
+string (the server's token).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ WGS84 = CRS.from_epsg(4326)
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="leaflet.css">
+<link rel="stylesheet" href="leaflet.css">{head}
 <style>html,body,#map{{height:100%;margin:0}}#map{{background:#d9d9d9}}
 .legend,.fade{{background:rgba(255,255,255,.92);padding:6px 9px;border-radius:4px;font:12px/1.4 sans-serif}}
 .legend i{{display:inline-block;width:12px;height:12px;margin-right:5px;border:1px solid #333;vertical-align:middle}}
@@ -50,7 +54,7 @@ const map = L.map("map");
 const overlays = {{}};
 const images = {{}};
 for (const image of D.images) {{
-  images[image.name] = L.imageOverlay(image.file, image.bounds, {{opacity: image.opacity}});
+  images[image.name] = L.imageOverlay(image.file{query}, image.bounds, {{opacity: image.opacity}});
   overlays[image.label] = images[image.name];
   if (image.visible) images[image.name].addTo(map);
 }}
@@ -67,7 +71,7 @@ for (const layer of D.layers) {{
   overlays[layer.label] = geojson;
   geojson.addTo(map);
 }}
-L.control.layers(null, overlays, {{collapsed: false}}).addTo(map);
+const layersControl = L.control.layers(null, overlays, {{collapsed: false}}).addTo(map);
 L.control.scale({{metric: true, imperial: false}}).addTo(map);
 const legend = L.control({{position: "bottomright"}});
 legend.onAdd = () => {{
@@ -88,17 +92,19 @@ if (images.after) {{
   fade.addTo(map);
 }}
 map.fitBounds(D.bounds);
-</script></body></html>
+</script>{body}</body></html>
 """
 
 
-def _mercator_grid(grid: Grid, max_size: int) -> Grid:
+def web_grid(grid: Grid, max_size: int) -> Grid:
+    """The Web Mercator grid of the map's images: ``grid``'s extent, ``max_size`` px on its longer side."""
     left, bottom, right, top = transform_bounds(grid.crs, MERCATOR, *grid.bounds, densify_pts=21)
     res = max(right - left, top - bottom) / max_size
     return Grid.from_bounds(MERCATOR, (left, bottom, right, top), res)
 
 
-def _latlng_bounds(grid: Grid) -> list[list[float]]:
+def latlng_bounds(grid: Grid) -> list[list[float]]:
+    """``grid``'s extent as Leaflet's bounds: ``[[south, west], [north, east]]`` in WGS84."""
     west, south, east, north = transform_bounds(grid.crs, WGS84, *grid.bounds)
     return [[south, west], [north, east]]
 
@@ -143,13 +149,14 @@ def _features(frame: gpd.GeoDataFrame, keep: list[str], tolerance: float) -> dic
     return json.loads(frame.to_crs(WGS84).to_json(drop_id=True))
 
 
-def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int = 2048) -> Path:
-    """Write ``out/index.html``, ``out/data.js``, the images and Leaflet (module notes); returns the page's path."""
+def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int = 2048, review: bool = False) -> Path:
+    """Write ``out/index.html``, ``out/data.js``, the images and Leaflet (module notes; ``review``: with the review
+    mode); returns the page's path."""
     from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
     out.mkdir(parents=True, exist_ok=True)
     assets = files("deltacd.report") / "webmap_assets"
-    for name in ("leaflet.js", "leaflet.css", "LEAFLET-LICENSE"):
+    for name in ("leaflet.js", "leaflet.css", "LEAFLET-LICENSE", *(("review.js", "review.css") if review else ())):
         (out / name).write_bytes((assets / name).read_bytes())
     (out / "images").mkdir(exist_ok=True)
     for image in (assets / "images").iterdir():
@@ -159,8 +166,8 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     reference = mask if mask.is_file() else DamageOutputs(run).damage
     with rasterio.open(reference) as src:
         grid = Grid.of(src)
-    web = _mercator_grid(grid, max_size)
-    bounds = _latlng_bounds(web)
+    web = web_grid(grid, max_size)
+    bounds = latlng_bounds(web)
     images, layers, legend = [], [], []
     for name, label, visible, opacity in (("before", "before (date 1)", True, 1.0), ("after", "after (date 2)", True, 1.0)):
         if (run / f"{name}.vrt").is_file() and _image(run / f"{name}.vrt", web, name, out):
@@ -203,8 +210,11 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     data = {"title": title, "bounds": bounds, "images": images, "layers": layers, "legend": legend}
     (out / "data.js").write_text("window.DELTACD = " + json.dumps(data, separators=(",", ":")) + ";\n", encoding="utf-8")
     page = out / "index.html"
-    page.write_text(_PAGE.format(title=title), encoding="utf-8")
+    extra = ({"head": '\n<link rel="stylesheet" href="review.css"><link rel="icon" href="data:,">',
+              "body": '<script src="review.js"></script>', "query": " + location.search"} if review
+             else {"head": "", "body": "", "query": ""})
+    page.write_text(_PAGE.format(title=title, **extra), encoding="utf-8")
     return page
 
 
-__all__ = ["MAX_FEATURES", "write_webmap"]
+__all__ = ["MAX_FEATURES", "latlng_bounds", "web_grid", "write_webmap"]

@@ -367,7 +367,7 @@ def damage_objects(run: ReviewRun) -> ObjectTable:
 # --- cache -----------------------------------------------------------------------------------------
 
 def _cache_key(run: ReviewRun) -> str:
-    stat = run.layout.record.stat()
+    stat = run.layout.record_file.stat()
     parts = {"version": FEATURE_VERSION, "record": [stat.st_size, stat.st_mtime_ns], "kind": run.kind,
              "segmentation": run.segmentation.describe()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -10,15 +10,16 @@ objects) a click costs about 0.3 s (``benchmarks/analyst_loop.py --speed``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 
 from deltacd.errors import InputError
+from deltacd.review.classifier import Model, choose, train
 from deltacd.review.features import ObjectTable, object_table
 from deltacd.review.objects import ReviewRun
-from deltacd.review.refine import Model, choose, train
 from deltacd.review.store import Answer, ReviewStore
 
 
@@ -58,10 +59,18 @@ class ReviewSession:
         found = int(self.run.objects_at(np.array([[x, y]]))[0])
         return None if found < 0 else found
 
-    def next(self, n: int = 1) -> gpd.GeoDataFrame:
-        """The ``n`` objects the classifier most wants reviewed (:func:`~deltacd.review.refine.choose`), with outlines."""
-        ids = choose(self.table, self.answers, n, threshold=self.run.threshold, model=self.model, seed=self.seed
-                     + len(self.answers))
+    def next(self, n: int = 1, *, skip: Collection[int] = ()) -> gpd.GeoDataFrame:
+        """The ``n`` objects the classifier most wants reviewed (:func:`~deltacd.review.classifier.choose`), with
+        outlines; none of ``skip`` (objects the analyst passed over)."""
+        skip = set(skip) - set(self.answers)
+        ids = choose(self.table, self.answers, n + len(skip), threshold=self.run.threshold, model=self.model,
+                     seed=self.seed + len(self.answers))
+        ids = np.array([i for i in ids.tolist() if i not in skip][:n], dtype=np.int64)
+        return self.outlines(ids)
+
+    def outlines(self, object_ids) -> gpd.GeoDataFrame:
+        """The outlines of ``object_ids`` (multipolygons in the grid's CRS), indexed by object id."""
+        ids = np.asarray(object_ids, dtype=np.int64)
         return self.run.polygons(ids, self.table.boxes[self.table.rows(ids)])
 
     def change_probability(self) -> np.ndarray:
@@ -75,6 +84,19 @@ class ReviewSession:
         if self.answers:
             p[self.table.rows(list(self.answers))] = [float(v == 1) for v in self.answers.values()]
         return p
+
+    def grades(self) -> np.ndarray:
+        """The damage grade of every building (rows of :attr:`table`, damage runs): the classifier's likeliest, the
+        run's own before a classifier can be trained (-1 unclassified), reviewed buildings at their answer."""
+        if self.model is not None:
+            grade = self.model.classes[np.argmax(self.model.probabilities(self.table.features), axis=1)].astype(np.int16)
+        else:
+            buildings = self.run.buildings()
+            grade = (buildings.loc[self.table.ids, "damage_grade"].to_numpy(dtype=np.int16)
+                     if "damage_grade" in buildings.columns else np.full(len(self.table), -1, dtype=np.int16))
+        if self.answers:
+            grade[self.table.rows(list(self.answers))] = list(self.answers.values())
+        return grade
 
     def counts(self) -> dict[str, int]:
         values = list(self.answers.values())

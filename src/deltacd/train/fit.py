@@ -45,6 +45,7 @@ from torch import nn
 
 from deltacd.errors import InputError, OutputError
 from deltacd.io.outputs import STAGING_TAG, OutputLock, check_output, input_paths, publish, remove_stale_staging
+from deltacd.io.faults import input_states, machine_fault
 from deltacd.io.records import write_json
 from deltacd.train.adaptation import merge_lora
 from deltacd.train.config import TrainConfig, load_train_config, read_manifest, resolve_adaptation
@@ -255,6 +256,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
             if lock is not None:
                 lock.release()
             raise OutputError(f"out: cannot create {run_dir} ({exc.strerror}); choose a writable folder") from exc
+    states = input_states(inputs)
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
@@ -336,9 +338,13 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, *, overwrite: bool 
         _write_outputs(run_dir, cfg, model, task, bands, mean, std, threshold, summary, started_at, manifest.resolution_m)
         if global_zero:
             publish(run_dir, out, overwrite=overwrite, kind="train", inputs=inputs)
-    except BaseException:
+    except BaseException as exc:
         if global_zero:
             shutil.rmtree(run_dir, ignore_errors=True)
+        fault = machine_fault(exc, folder=out.parent, out_dir=out, inputs=states,
+                              memory_hint="batch_size (now {}) or crop_size in the training file".format(cfg.batch_size))
+        if fault is not None:  # a full disk while saving a checkpoint, no memory...: one line, nothing half-written
+            raise fault from exc
         raise
     finally:
         if lock is not None:
