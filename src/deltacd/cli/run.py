@@ -1,9 +1,11 @@
 """``deltacd run``: run a whole study from one study file.
 
 Run the steps of STUDY.yaml (detect, damage, compare, evaluate, evaluate-damage, report), each into its own
-subfolder of the study's output folder. A rerun skips the steps whose inputs and options did not change and
-resumes a killed run at the step it was in. A step's options are its verb's flags without the dashes
-(min_area_m2, or min-area-m2). Examples: examples/*.yaml.
+subfolder of the study folder: -o DIR, or the study's output key (relative to the study file). Every input,
+field and grade value is checked before any step runs, all problems named at once. A rerun skips the steps
+whose inputs and options did not change and resumes a killed run at the step it was in. A step's options are
+its verb's flags without the dashes (min_area_m2, or min-area-m2). Templates: deltacd template occitanie|fiona
+DIR; examples: examples/*.yaml.
 
 API: :func:`deltacd.study.run.run_study`.
 """
@@ -17,6 +19,7 @@ from deltacd.cli.common import progress_bars
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("-o", "--out", metavar="DIR", help="study folder (default: the study file's output key)")
     p.add_argument("--force", action="store_true", help="rerun every step")
 
 
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from deltacd.study.run import run_study
 
     with progress_bars(args) as bars:
-        result = run_study(args.study, force=args.force, progress=bars)
+        result = run_study(args.study, out_dir=args.out, force=args.force, progress=bars)
     for step in result.steps:
         print(f"{step.name:16s} {step.status:22s} {step.seconds:8.1f} s  {step.reason}")
     report = result.out_dir / "report" / "report.html"

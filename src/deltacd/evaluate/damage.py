@@ -15,7 +15,13 @@ score of our ``damage.tif`` is computed too (:mod:`deltacd.datasets.xview2`).
 
 Agreement per building: 0 same grade, 1 ours more severe, 2 ours less severe, 3 only in ours,
 4 only in the reference, 5 unclassified on either side; as a GeoPackage layer, a COG (on the
-grid of our ``damage.tif`` when it is beside the buildings layer) and a PNG.
+grid of our ``damage.tif`` when it is beside the buildings layer) and a PNG. Every building of
+the layer carries its ids, so it joins back to its sources (BD TOPO, the earlier study):
+``building_id`` (ours: the damage run's ``building_id``, i.e. the footprints' id field when one
+was given; empty for a building only in the reference) and ``reference_id`` (the reference's id
+field, else its ``building_id`` field, else its row number; empty for a building only in ours).
+With ``zones`` each building also gets its zone (the one holding its representative point) and
+``per_zone.csv`` counts the buildings per zone and grade on both sides.
 """
 
 from __future__ import annotations
@@ -44,10 +50,10 @@ from deltacd.metrics import block_bootstrap_ci_from_blocks, metric_from_counts
 from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS, GRADES, UNCLASSIFIED, map_grades
 from deltacd.outputs.layout import DamageOutputs
 from deltacd.postprocess.zonal import FeatureLabels
+from deltacd.report.figures import DAMAGE_AGREEMENT, DAMAGE_AGREEMENT_COLOURS
 
-AGREEMENT = {0: "same grade", 1: "ours more severe", 2: "ours less severe", 3: "only ours", 4: "only reference",
-             5: "unclassified"}
-AGREEMENT_COLOURS = {0: "#1a9641", 1: "#d7191c", 2: "#2c7bb6", 3: "#fdae61", 4: "#7b3294", 5: "#bdbdbd"}
+AGREEMENT = DAMAGE_AGREEMENT
+AGREEMENT_COLOURS = DAMAGE_AGREEMENT_COLOURS
 AGREEMENT_NODATA = 255
 
 
@@ -137,6 +143,8 @@ def evaluate_damage(
     n_boot: int = 1000,
     seed: int = 0,
     resolution: float = 0.5,
+    zones: str | Path | None = None,
+    zone_field: str | None = None,
     overwrite: bool = False,
 ) -> DamageEvaluation:
     """Score our buildings (a damage output folder or its ``buildings.gpkg``) against ``reference`` (module notes).
@@ -153,12 +161,18 @@ def evaluate_damage(
         ``(localisation, damage)`` rasters of the reference in xView2 convention, for the xView2 score.
     resolution
         Pixel size of the agreement raster when our ``damage.tif`` is not beside our buildings.
+    zones, zone_field
+        Polygons (communes ...) and their name field: each building gets its zone, ``per_zone.csv``
+        counts per zone too.
 
-    Writes ``damage_metrics.json``, ``confusion.csv``, ``per_grade.csv``, ``agreement.gpkg``,
-    ``agreement.tif``, ``agreement.png`` and ``confusion.png`` into ``out_dir``.
+    Writes ``damage_metrics.json``, ``confusion.csv``, ``per_grade.csv``, ``per_zone.csv``,
+    ``agreement.gpkg`` (ids, grades and agreement per building), ``agreement.tif``,
+    ``agreement.png`` and ``confusion.png`` into ``out_dir``.
     """
     ours_path, ours_raster = _ours_layer(Path(ours))
-    inputs = input_paths(ours, reference, *(reference_masks or ()))
+    if zones is not None and zone_field is None:
+        raise InputError(f"{zones}: zones need zone_field, the field that names each zone")
+    inputs = input_paths(ours, reference, *(reference_masks or ()), zones)
     check_output(out_dir, overwrite=overwrite, inputs=inputs)
     if not 0 < min_iou <= 1:
         raise InputError(f"min_iou: {min_iou}; give an intersection-over-union in (0, 1], e.g. 0.25")
@@ -221,12 +235,21 @@ def evaluate_damage(
         "bootstrap": {"block_m": block_m, "blocks": int(len(blocks)), "n_boot": n_boot, "seed": seed},
     }
     agreement = _agreement(match, ref_grade, our_grade, len(mine))
+    our_ids, their_ids = _ids(mine, ours_id_field), _ids(theirs, reference_id_field)
+    only_ours = np.flatnonzero(~matched_ours)
+    reference_grades = np.concatenate([ref_grade, np.full(len(only_ours), UNCLASSIFIED)]).astype(int)
+    our_grades = np.concatenate([our_grade, mine["_grade"].to_numpy()[only_ours]]).astype(int)
     layer = gpd.GeoDataFrame(
-        {"source": ["reference"] * len(theirs) + ["ours"] * int((~matched_ours).sum()),
-         "reference_grade": np.concatenate([ref_grade, np.full((~matched_ours).sum(), UNCLASSIFIED)]).astype(int),
-         "our_grade": np.concatenate([our_grade, mine["_grade"].to_numpy()[~matched_ours]]).astype(int),
+        {"building_id": [our_ids[m] if m >= 0 else None for m in match] + [our_ids[m] for m in only_ours],
+         "reference_id": list(their_ids) + [None] * len(only_ours),
+         "source": ["reference"] * len(theirs) + ["ours"] * len(only_ours),
+         "in_ours": np.concatenate([match >= 0, np.ones(len(only_ours), dtype=bool)]),
+         "reference_grade": reference_grades, "reference_label": [GRADE_LABELS[int(g)] for g in reference_grades],
+         "our_grade": our_grades, "our_label": [GRADE_LABELS[int(g)] for g in our_grades],
          "agreement": agreement, "agreement_label": [AGREEMENT[a] for a in agreement]},
-        geometry=list(theirs.geometry.values) + list(mine.geometry.values[~matched_ours]), crs=mine.crs)
+        geometry=list(theirs.geometry.values) + list(mine.geometry.values[only_ours]), crs=mine.crs)
+    if zones is not None:
+        layer["zone"] = _zones_of(layer, read_vector(zones, what="zones"), zone_field, zones)
     with staged_output(out_dir, overwrite=overwrite, kind="evaluate-damage", inputs=inputs) as staging:
         grid = _grid_of(ours_raster) if ours_raster is not None else Grid.from_bounds(mine.crs, tuple(layer.total_bounds), resolution / units)
         if reference_masks is not None and ours_raster is not None:
@@ -237,9 +260,48 @@ def evaluate_damage(
         write_styles(staging, {"agreement.tif": lambda _: paletted_qml({**classes, 255: ("no building", "#000000")}, transparent=(255,))},
                      {("agreement.gpkg", "agreement"): categorized_qml("agreement", classes)})
         _write_tables(staging, counts, per_grade)
+        _write_per_zone(staging / "per_zone.csv", layer)
         _figures(staging, counts, layer, metrics)
         write_json(staging / "damage_metrics.json", metrics)
     return DamageEvaluation(Path(out_dir), metrics)
+
+
+def _ids(frame: gpd.GeoDataFrame, field: str | None) -> list[str]:
+    """Each building's id, as text: ``field``, else the ``building_id`` field, else its row number (from 1)."""
+    name = field if field is not None else ("building_id" if "building_id" in frame.columns else None)
+    if name is None:
+        return [str(i + 1) for i in range(len(frame))]
+    return [None if v is None or v != v else str(v) for v in frame[name]]
+
+
+def _zones_of(layer: gpd.GeoDataFrame, zones: gpd.GeoDataFrame, field: str, path) -> list[str]:
+    """The zone holding each building's representative point ("(outside the zones)" for none)."""
+    if field not in zones.columns:
+        raise InputError(f"{path}: no field {field!r} (fields: {', '.join(map(str, zones.columns[:12]))}); check zone_field")
+    points = gpd.GeoDataFrame(geometry=layer.geometry.representative_point(), crs=layer.crs)
+    joined = gpd.sjoin(points, zones[[field, "geometry"]].to_crs(layer.crs), how="left", predicate="within")
+    joined = joined[~joined.index.duplicated()][field].reindex(layer.index)
+    return ["(outside the zones)" if v is None or v != v else str(v) for v in joined]
+
+
+def _write_per_zone(path: Path, layer: gpd.GeoDataFrame) -> list[dict[str, Any]]:
+    """Buildings per zone and grade: in the reference, in ours, and graded the same; returns the rows."""
+    zones = ["all"] + (sorted(set(layer["zone"])) if "zone" in layer.columns else [])
+    in_reference = (layer["source"] == "reference").to_numpy()
+    in_ours = layer["in_ours"].to_numpy()
+    rows = []
+    for zone in zones:
+        inside = np.ones(len(layer), dtype=bool) if zone == "all" else (layer["zone"] == zone).to_numpy()
+        for g in (*GRADES, UNCLASSIFIED):
+            ref = inside & in_reference & (layer["reference_grade"].to_numpy() == g)
+            rows.append({"zone": zone, "grade": GRADE_LABELS[g], "reference_buildings": int(ref.sum()),
+                         "our_buildings": int((inside & in_ours & (layer["our_grade"].to_numpy() == g)).sum()),
+                         "same_grade": int((ref & (layer["agreement"].to_numpy() == 0)).sum())})
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
 
 
 def _metres_per_unit(crs) -> float:

@@ -397,3 +397,34 @@ def gdal_env():
     # small numbers as MB): a bare 128 was a 128-byte cache, which made every GDAL read uncached and
     # rasterize() iterate its shapes once per scanline chunk (10.6 s instead of 0.7 s for a quicklook).
     return nullcontext() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024)
+
+
+def same_file(before: str | Path | Sequence[str | Path], after: str | Path | Sequence[str | Path]) -> bool:
+    """True when both dates name the same file(s) or folder (after resolving links and relative paths)."""
+
+    def resolved(value) -> frozenset[Path]:
+        items = [value] if isinstance(value, (str, Path)) else list(value)
+        return frozenset(Path(item).expanduser().resolve() for item in items)
+
+    a, b = resolved(before), resolved(after)
+    if a == b:
+        return True
+    if len(a) == len(b) == 1:
+        (x,), (y,) = a, b
+        try:
+            return x.exists() and y.exists() and os.path.samefile(x, y)  # hard links
+        except OSError:
+            return False
+    return False
+
+
+def warn_if_same_file(before: str | Path | Sequence[str | Path], after: str | Path | Sequence[str | Path]) -> bool:
+    """Warn (deltacd's logger, one line) when both dates are the same file: every change found would be noise.
+
+    Returns whether it warned. Called before a run's work, by the verbs that take two dates.
+    """
+    if not same_file(before, after):
+        return False
+    shown = before if isinstance(before, (str, Path)) else ", ".join(map(str, before))
+    log.warning("before and after are the same file (%s): there is nothing to compare; check the two dates' inputs", shown)
+    return True

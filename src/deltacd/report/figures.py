@@ -25,16 +25,32 @@ from deltacd.metrics import PRCurve  # noqa: E402
 __all__ = [
     "AGREEMENT_COLOURS",
     "AGREEMENT_LABELS",
+    "DAMAGE_AGREEMENT",
+    "DAMAGE_AGREEMENT_COLOURS",
     "agreement_figure",
+    "palette",
     "confusion_matrix_figure",
     "f1_threshold_figure",
     "pr_curve_figure",
     "transition_matrix_figure",
 ]
 
+#: Agreement of two damage studies per building (:mod:`deltacd.evaluate.damage`), and its colours.
+DAMAGE_AGREEMENT = {0: "same grade", 1: "ours more severe", 2: "ours less severe", 3: "only ours", 4: "only reference",
+                    5: "unclassified"}
+DAMAGE_AGREEMENT_COLOURS = {0: "#1a9641", 1: "#d7191c", 2: "#2c7bb6", 3: "#fdae61", 4: "#7b3294", 5: "#bdbdbd"}
 #: Colours of agreement codes 0 (neither), 1 (only ours), 2 (only PCC), 3 (both).
 AGREEMENT_COLOURS = ("#f2f2f2", "#d7301f", "#2b8cbe", "#7a0177")
 AGREEMENT_LABELS = ("no change in either", "change only in ours", "change only in the comparison map", "change in both")
+
+
+def palette(n: int) -> list[str]:
+    """``n`` distinct colours (hex) for classes or transitions, as many as asked: tab10, then tab20's light
+    shades, then hues spread around the colour wheel (golden-angle steps), so no item is left grey."""
+    base = [matplotlib.colors.to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2])]
+    extra = [matplotlib.colors.to_hex(matplotlib.colors.hsv_to_rgb(((0.13 + i * 0.618034) % 1.0, 0.65, 0.85)))
+             for i in range(max(0, n - len(base)))]
+    return (base + extra)[:n]
 
 
 def _save(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:

@@ -251,3 +251,242 @@ def agreement_figure(rows: list[dict[str, str]], path: Path, *, key: str = "zone
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+# --------------------------------------------------------------------------------------------
+# land cover, the current method's changes, ours, and their agreement; damage against a reference
+# --------------------------------------------------------------------------------------------
+
+#: Buildings drawn as polygons up to this many per panel; beyond, burnt into the panel's pixels.
+MAX_DRAWN_POLYGONS = 5000
+#: Transitions given their own colour on the maps (the largest by area); the others share one.
+MAX_TRANSITION_COLOURS = 12
+OTHER_COLOUR = "#636363"
+#: Colours of our change polygons by kind (study compare step, ``change_kind``, ``counts_as_change``).
+KIND_COLOURS = {("transition", True): ("#d7191c", "transition"),
+                ("within class", True): ("#fdae61", "within a class, counted as change"),
+                ("within class", False): ("#ffd92f", "within a class (counted apart)"),
+                ("unknown", False): ("#969696", "outside the land-cover maps")}
+#: Agreement of our changes with the current method's (codes of ``post-classification/agreement.tif``).
+AGREEMENT_SHOWN = {1: ("#d7301f", "only deltacd"), 2: ("#2b8cbe", "only the current method"), 3: ("#7a0177", "both")}
+
+
+def _ha(value: float) -> str:
+    return f"{value:,.2f} ha" if value < 100 else f"{value:,.0f} ha"
+
+
+def _categories(ax, values: np.ndarray, colours: list[str], extent, *, alpha: float = 1.0) -> None:
+    """A class raster (indices into ``colours``, -1 nothing) drawn with those colours."""
+    if not (values >= 0).any():
+        return
+    cmap = matplotlib.colors.ListedColormap(colours)
+    ax.imshow(np.ma.masked_less(values, 0), cmap=cmap, vmin=-0.5, vmax=len(colours) - 0.5, extent=extent,
+              interpolation="nearest", alpha=alpha)
+
+
+def _legend_below(ax, entries: list[tuple[str, str]], *, alpha: float = 1.0, edge: str = "0.4", columns: int = 1) -> None:
+    """A legend under the map, one filled patch per entry drawn as the map draws it (same colour and opacity)."""
+    if not entries:
+        return
+    handles = [Patch(facecolor=colour, edgecolor=edge, alpha=alpha, label=label) for label, colour in entries]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=columns, fontsize=8, frameon=False)
+
+
+def _burn(frame: gpd.GeoDataFrame, values: np.ndarray, grid: Grid) -> np.ndarray:
+    """Polygons burnt into ``grid`` (all touched, so that small ones stay visible): their value, -1 elsewhere.
+    Later rows win where polygons overlap."""
+    from rasterio.features import rasterize
+
+    if frame.empty:
+        return np.full((grid.height, grid.width), -1, dtype=np.int32)
+    shapes = zip(frame.to_crs(grid.crs).geometry.values, (np.asarray(values) + 1).tolist(), strict=True)
+    return rasterize(shapes, out_shape=(grid.height, grid.width), transform=grid.transform, fill=0, all_touched=True,
+                     dtype="int32") - 1
+
+
+def _backdrop(ax, run: Path | None, grid: Grid, extent, *, alpha: float = 0.55) -> None:
+    """The after image of a run, faded, under a map's layers (nothing when the run has no backdrop)."""
+    if run is None or not (run / BACKDROPS[1]).is_file():
+        return
+    image = rgb(run / BACKDROPS[1], grid)[0]
+    ax.imshow(image, extent=extent, cmap="gray" if image.ndim == 2 else None, interpolation="nearest", alpha=alpha)
+
+
+def _frame(ax, grid: Grid, extent) -> None:
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_facecolor("white")
+
+
+def landcover_maps(overview: Path, path: Path, *, dates: tuple[str | None, str | None] = (None, None)) -> Path:
+    """The land-cover map of each date (the compare step's ``landcover_overview.tif``), one colour per class."""
+    import json
+
+    with rasterio.open(overview) as src:
+        grid = Grid.of(src)
+        values = src.read().astype(np.int32)
+        names = json.loads(src.tags().get("classes", "[]"))
+    values[values == 255] = -1
+    colours = palette_of(len(names))
+    extent = _extent(grid)
+    present = sorted({int(v) for v in np.unique(values) if v >= 0})
+    aspect = grid.height / grid.width
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.6 * aspect + 0.6 + 0.18 * len(present)), constrained_layout=True)
+    for ax, band, label, date in zip(axes, values, ("before", "after"), dates, strict=True):
+        _categories(ax, band, colours, extent)
+        _frame(ax, grid, extent)
+        decorate(ax, grid, f"land cover {label}" + (f" ({date})" if date else ""))
+    shares = [(values == c).sum() / max(1, (values >= 0).sum()) for c in present]
+    entries = [(f"{names[c]} ({share:.1%})", colours[c]) for c, share in zip(present, shares, strict=True)]
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.4", label=t) for t, c in entries], loc="outside lower center",
+               ncol=min(5, max(1, len(entries))), fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def palette_of(n: int) -> list[str]:
+    from deltacd.report.figures import palette
+
+    return palette(n)
+
+
+def comparison_maps(compare: Path, path: Path, *, detect: Path | None = None, dates: tuple[str | None, str | None] = (None, None),
+                    max_size: int = 1400) -> Path | None:
+    """The current method's changes by transition, ours by kind (a transition, a change within a class), and
+    where the two agree (only deltacd, only the current method, both), side by side on one grid."""
+    pcc_path, ours_path = compare / "post_classification_changes.gpkg", compare / "changes_fromto.gpkg"
+    agreement_path = compare / "post-classification" / "agreement.tif"
+    if not pcc_path.is_file():
+        return None
+    if detect is not None and DetectOutputs(detect).mask.is_file():
+        grid = small_grid(DetectOutputs(detect).mask, max_size)
+    else:
+        grid = small_grid(compare / "landcover_overview.tif", max_size)
+        detect = None
+    extent = _extent(grid)
+    panels = 3 if detect is not None and ours_path.is_file() else 1
+    aspect = grid.height / grid.width
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels if panels > 1 else 9, (6.2 if panels > 1 else 9) * aspect + 2.6),
+                             constrained_layout=True, squeeze=False)
+    axes = axes[0]
+    # the current method: its change polygons, by transition
+    pcc = gpd.read_file(pcc_path, layer="changes")
+    ax = axes[0]
+    _backdrop(ax, detect, grid, extent)
+    areas = pcc.groupby("transition")["area_ha"].sum().sort_values(ascending=False)
+    top = list(areas.index[:MAX_TRANSITION_COLOURS])
+    colours = palette_of(len(top)) + [OTHER_COLOUR]
+    index = np.array([top.index(t) if t in top else len(top) for t in pcc["transition"]], dtype=np.int32)
+    order = np.argsort(-pcc["area_ha"].to_numpy(), kind="stable")  # small polygons last: drawn on top
+    _categories(ax, _burn(pcc.iloc[order], index[order], grid), colours, extent)
+    entries = [(f"{t} ({_ha(areas[t])})", colours[i]) for i, t in enumerate(top)]
+    if len(areas) > len(top):
+        entries.append((f"{len(areas) - len(top)} other transitions ({_ha(float(areas.iloc[len(top):].sum()))})", OTHER_COLOUR))
+    _frame(ax, grid, extent)
+    _legend_below(ax, entries, columns=1 if panels > 1 else 2)
+    decorate(ax, grid, f"current method: post-classification changes ({len(pcc):,} polygons)")
+    if panels > 1:
+        ours = gpd.read_file(ours_path, layer="changes")
+        ax = axes[1]
+        _backdrop(ax, detect, grid, extent)
+        keys = list(KIND_COLOURS)
+        codes = np.array([keys.index((k, bool(c))) if (k, bool(c)) in KIND_COLOURS else 0
+                          for k, c in zip(ours["change_kind"], ours["counts_as_change"], strict=True)], dtype=np.int32)
+        _categories(ax, _burn(ours, codes, grid), [c for c, _ in KIND_COLOURS.values()], extent)
+        entries = []
+        for code, (colour, label) in enumerate(KIND_COLOURS.values()):
+            part = ours[codes == code]
+            if len(part):
+                entries.append((f"{label}: {len(part):,} polygons, {_ha(float(part['area_ha'].sum()))}", colour))
+        _frame(ax, grid, extent)
+        _legend_below(ax, entries)
+        decorate(ax, grid, f"deltacd: changes ({len(ours):,} polygons)" + (f", {dates[0]} to {dates[1]}" if all(dates) else ""))
+        ax = axes[2]
+        _backdrop(ax, detect, grid, extent)
+        entries = []
+        if agreement_path.is_file():
+            codes = read_on(agreement_path, grid, resampling=Resampling.mode)[0]
+            shown = np.where(np.isin(codes, list(AGREEMENT_SHOWN)), codes - 1, -1).astype(np.int32)
+            _categories(ax, shown, [c for c, _ in AGREEMENT_SHOWN.values()], extent)
+            summary = _agreement_areas(compare)
+            for code, (colour, label) in AGREEMENT_SHOWN.items():
+                area = summary.get(code)
+                entries.append((label + (f" ({_ha(area)})" if area is not None else ""), colour))
+        _frame(ax, grid, extent)
+        _legend_below(ax, entries)
+        decorate(ax, grid, "agreement of the changes")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _agreement_areas(compare: Path) -> dict[int, float]:
+    """Hectares of agreement codes 1-3 from ``post-classification/compare.json``."""
+    import json
+
+    try:
+        summary = json.loads((compare / "post-classification" / "compare.json").read_text())["agreement"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {v["code"]: float(v["area_ha"]) for v in summary.values() if v.get("code") in AGREEMENT_SHOWN}
+
+
+def _draw_buildings(ax, frame: gpd.GeoDataFrame, values: np.ndarray, colours: list[str], grid: Grid, extent) -> None:
+    """Buildings filled by category (``values`` index ``colours``): as polygons with outlines when few, burnt
+    into the panel's pixels when many (a commune's tens of thousands)."""
+    if frame.empty:
+        return
+    if len(frame) <= MAX_DRAWN_POLYGONS:
+        for value in np.unique(values):
+            frame[values == value].plot(ax=ax, facecolor=colours[int(value)], edgecolor="black", linewidth=0.3)
+    else:
+        _categories(ax, _burn(frame, values, grid), colours, extent)
+
+
+def damage_comparison_map(run: Path, evaluation: Path, path: Path, *, date: str | None = None, max_size: int = 1400) -> Path | None:
+    """The reference study's grade, ours and their agreement per building (evaluate-damage's ``agreement.gpkg``),
+    over the post-event image, with legends counting the buildings."""
+    from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
+
+    layer_path = evaluation / "agreement.gpkg"
+    if not layer_path.is_file():
+        return None
+    layer = gpd.read_file(layer_path, layer="agreement")
+    raster = DamageOutputs(run).damage
+    grid = small_grid(raster, max_size) if raster.is_file() else Grid.from_bounds(layer.crs, tuple(layer.total_bounds),
+                                                                                 max(np.ptp(layer.total_bounds[::2]),
+                                                                                     np.ptp(layer.total_bounds[1::2])) / max_size)
+    layer = layer.to_crs(grid.crs)
+    extent = _extent(grid)
+    from deltacd.report.figures import DAMAGE_AGREEMENT as AGREEMENT
+    from deltacd.report.figures import DAMAGE_AGREEMENT_COLOURS as AGREEMENT_COLOURS
+
+    grades = list(GRADE_COLOURS)
+    grade_colours = [GRADE_COLOURS[g] for g in grades]
+    aspect = grid.height / grid.width
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6 * aspect + 1.8), constrained_layout=True)
+    panels = [("reference study's grade", layer[layer["source"] == "reference"], "reference_grade"),
+              ("deltacd's grade", layer[layer["in_ours"].astype(bool)], "our_grade")]
+    for ax, (title, part, field) in zip(axes[:2], panels, strict=True):
+        _backdrop(ax, run, grid, extent, alpha=0.8)
+        index = np.array([grades.index(int(g)) for g in part[field]], dtype=np.int32)
+        _draw_buildings(ax, part, index, grade_colours, grid, extent)
+        counts = np.bincount(index, minlength=len(grades))
+        _frame(ax, grid, extent)
+        _legend_below(ax, [(f"{GRADE_LABELS[g]} ({counts[i]:,})", GRADE_COLOURS[g]) for i, g in enumerate(grades) if counts[i]],
+                      columns=3)
+        decorate(ax, grid, f"{title} ({len(part):,} buildings)")
+    ax = axes[2]
+    _backdrop(ax, run, grid, extent, alpha=0.8)
+    codes = sorted(AGREEMENT_COLOURS)
+    index = np.array([codes.index(int(a)) for a in layer["agreement"]], dtype=np.int32)
+    _draw_buildings(ax, layer, index, [AGREEMENT_COLOURS[c] for c in codes], grid, extent)
+    counts = np.bincount(index, minlength=len(codes))
+    _frame(ax, grid, extent)
+    _legend_below(ax, [(f"{AGREEMENT[c]} ({counts[i]:,})", AGREEMENT_COLOURS[c]) for i, c in enumerate(codes) if counts[i]],
+                  columns=2)
+    decorate(ax, grid, "agreement per building" + (f" (post-event image {date})" if date else ""))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

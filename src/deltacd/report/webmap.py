@@ -109,21 +109,21 @@ def latlng_bounds(grid: Grid) -> list[list[float]]:
     return [[south, west], [north, east]]
 
 
-def _png(values: np.ndarray, valid: np.ndarray, path: Path) -> None:
+def _png(values: np.ndarray, valid: np.ndarray, path: Path, optimize: bool = True) -> None:
     alpha = (valid * 255).astype(np.uint8)
     rgb = (np.clip(values, 0, 1) * 255).astype(np.uint8)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
-    Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(path, optimize=True)
+    Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(path, optimize=optimize)
 
 
-def _image(source: Path, grid: Grid, name: str, out: Path) -> bool:
+def _image(source: Path, grid: Grid, name: str, out: Path, optimize: bool = True) -> bool:
     values = maps.read_on(source, grid)
     valid = np.isfinite(values).all(axis=0)
     if not valid.any():
         return False
     image, _, _ = stretch(np.nan_to_num(values), valid)
-    _png(image, valid, out / f"{name}.png")
+    _png(image, valid, out / f"{name}.png", optimize)
     return True
 
 
@@ -151,7 +151,7 @@ def _features(frame: gpd.GeoDataFrame, keep: list[str], tolerance: float) -> dic
 
 def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int = 2048, review: bool = False) -> Path:
     """Write ``out/index.html``, ``out/data.js``, the images and Leaflet (module notes; ``review``: with the review
-    mode); returns the page's path."""
+    mode, its images not optimised: a page served from this machine is made at each start); returns the page's path."""
     from deltacd.outputs.grades import GRADE_COLOURS, GRADE_LABELS
 
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     bounds = latlng_bounds(web)
     images, layers, legend = [], [], []
     for name, label, visible, opacity in (("before", "before (date 1)", True, 1.0), ("after", "after (date 2)", True, 1.0)):
-        if (run / f"{name}.vrt").is_file() and _image(run / f"{name}.vrt", web, name, out):
+        if (run / f"{name}.vrt").is_file() and _image(run / f"{name}.vrt", web, name, out, optimize=not review):
             images.append({"name": name, "label": label, "file": f"{name}.png", "bounds": bounds, "visible": visible,
                            "opacity": opacity})
     uncertainty = DetectOutputs(run).uncertainty

@@ -5,9 +5,15 @@
 - :mod:`deltacd.review.features`: their features, cached beside the run
   (:func:`~deltacd.review.features.object_table`);
 - :mod:`deltacd.review.store`: the answers, ``RUN_DIR/review.gpkg`` (:class:`~deltacd.review.store.ReviewStore`);
+- :mod:`deltacd.review.classifier`: the classifier (a balanced random forest), its cross-validated
+  accuracy, and the objects it most wants reviewed (:func:`~deltacd.review.classifier.choose`);
 - :mod:`deltacd.review.refine`: :func:`~deltacd.review.refine.suggest`,
   :func:`~deltacd.review.refine.write_suggestions` (``deltacd review RUN --suggest N -o FILE``) and
-  :func:`~deltacd.review.refine.refine` (``deltacd refine RUN --labels FILE -o OUT``).
+  :func:`~deltacd.review.refine.refine` (``deltacd refine RUN --labels FILE -o OUT``);
+- :mod:`deltacd.review.session`: answers click by click, in memory
+  (:class:`~deltacd.review.session.ReviewSession`);
+- :mod:`deltacd.review.server`: the web map with a review mode, served on this machine
+  (:class:`~deltacd.review.server.ReviewServer`, ``deltacd review RUN``).
 
 Nothing is imported here: ``import deltacd.review.refine`` pays for scikit-learn only when it is used.
 """

@@ -26,12 +26,16 @@ bytes) is in the printed URL. A request is refused with 403 unless all of these 
 
 Answers are POSTed as JSON (``Content-Type: application/json``, at most 64 KiB), every response
 says ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer`` and forbids framing, and the
-files served are the web map's own, named at start: nothing else of the disk is reachable.
+files served are the web map's own, read into memory at start: nothing else of the disk is reachable.
 
 Routes (all with the token): ``/`` the page; its files; ``GET api/state`` (kind, answers, counts,
 overlay bounds); ``GET api/object?lat=&lng=`` (the object under a point); ``GET api/next`` (the
 next suggestion); ``POST api/answer`` ``{"object_id": ID, "answer": VALUE or null to skip}``
 (returns the counts, the overlay's version and the next suggestion); ``GET api/overlay.png?v=``.
+A skipped object is not stored: it is left out of the suggestions while the server runs.
+
+:meth:`ReviewServer.serve` returns on Ctrl+C or SIGTERM once an answer being written is saved, and
+removes the temporary page; a killed server's page is removed by the next server that starts.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -65,14 +71,19 @@ from rasterio.warp import transform as transform_points
 from deltacd.errors import DeltacdError, InputError
 from deltacd.io.grid import Grid
 from deltacd.report.webmap import latlng_bounds, web_grid, write_webmap
+from deltacd.review.classifier import make_classifier
 from deltacd.review.session import ReviewSession
 
 log = logging.getLogger(__name__)
 
 #: Header that may carry the token instead of the query.
 TOKEN_HEADER = "X-Deltacd-Token"
+#: Longer side of the web map's images (px), as in ``deltacd report``.
+MAP_SIZE = 2048
 #: Longer side of the overlay that shows the objects' state (px): light to redraw on every answer.
 OVERLAY_SIZE = 1024
+#: Name of a server's temporary page folder (then its process id): a killed server's is removed by the next one.
+PAGE_PREFIX = "deltacd-review-"
 #: Largest request body accepted (bytes).
 MAX_BODY = 65536
 WGS84 = CRS.from_epsg(4326)
@@ -86,6 +97,9 @@ _HEADERS = {
                                "form-action 'none'",
 }
 _DETECT_CLASSES = [{"value": 1, "label": "change", "key": "c"}, {"value": 0, "label": "no change", "key": "n"}]
+#: Opacity (0-255) of an object's red against its P(change): clear below 0.25, faint up to the decision (0.5),
+#: then strong: the map shows what a refine would map as change.
+CHANGE_ALPHA = ((0.0, 0.25, 0.4999, 0.5, 1.0), (0, 0, 70, 140, 220))
 _CHANGE_RGB = (215, 25, 28)
 _NO_CHANGE_RGB = (26, 150, 65)
 
@@ -101,7 +115,7 @@ class _Overlay:
 
     def __init__(self, session: ReviewSession, max_size: int = OVERLAY_SIZE):
         run, table = session.run, session.table
-        self.grid: Grid = web_grid(run.grid, max_size)
+        self.grid: Grid = web_grid(run.grid, min(max_size, max(run.grid.width, run.grid.height)))
         if run.kind == "damage":
             from rasterio.features import rasterize
 
@@ -154,21 +168,28 @@ class ReviewServer:
         if not 0 <= int(port) <= 65535:
             raise InputError(f"--port {port}: give a port between 1 and 65535, or leave it out for a free one")
         self.session = ReviewSession(run_dir, reviewer=reviewer, seed=seed)
+        make_classifier()  # scikit-learn imported now, not on the analyst's first answers
         self.lock = threading.Lock()
         self.token = secrets.token_urlsafe(32)
         self.skipped: set[int] = set()
         self.version = 0
+        self.closed = False
         self._values: tuple[int, np.ndarray] | None = None
         self._png: tuple[int, bytes] | None = None
-        self._folder = tempfile.TemporaryDirectory(prefix="deltacd-review-")
+        _remove_stale_pages()
+        self._folder = tempfile.TemporaryDirectory(prefix=f"{PAGE_PREFIX}{os.getpid()}-")
+        httpd = None
         try:
+            httpd = _bind(host, int(port), self)  # first: a port in use is said at once (nothing is served yet)
             self._files = self._build_page()
             self.overlay = _Overlay(self.session)
-            self.httpd = _bind(host, int(port), self)
         except BaseException:
+            if httpd is not None:
+                httpd.server_close()
             self._folder.cleanup()
             self.session.close()
             raise
+        self.httpd = httpd
         self.host = host
         self.port = int(self.httpd.server_address[1])
         name = f"[{host}]" if ":" in host else host
@@ -189,7 +210,8 @@ class ReviewServer:
     def _build_page(self) -> dict[str, bytes]:
         run = self.session.run
         root = Path(self._folder.name)
-        write_webmap({run.kind: run.folder}, root, title=f"review: {run.folder.name}", review=True)
+        size = min(MAP_SIZE, max(run.grid.width, run.grid.height))  # a small scene is not blown up
+        write_webmap({run.kind: run.folder}, root, title=f"review: {run.folder.name}", max_size=size, review=True)
         files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
         return files
 
@@ -253,7 +275,8 @@ class ReviewServer:
                 label = "review: damage grade"
             else:
                 classes = _DETECT_CLASSES
-                legend = "overlay: red, the stronger the likelier a change; solid red / green: reviewed change / no change"
+                legend = ("overlay: strong red, P(change) at least 0.5 (a refine maps it as change); faint red, 0.25-0.5; "
+                          "solid red / green: reviewed change / no change")
                 label = "review: P(change)"
             return {"kind": s.run.kind, "classes": classes, "counts": s.counts(), "version": self.version,
                     "legend": legend, "reviewer": s.reviewer, "overlay": {"bounds": self.overlay.bounds, "label": label}}
@@ -298,7 +321,7 @@ class ReviewServer:
             colours[reviewed, 3] = 235
             return colours
         colours[:, :3] = _CHANGE_RGB
-        colours[:, 3] = np.round(200 * np.clip(np.nan_to_num(values), 0, 1)).astype(np.uint8)
+        colours[:, 3] = np.round(np.interp(np.nan_to_num(values), CHANGE_ALPHA[0], CHANGE_ALPHA[1])).astype(np.uint8)
         said = np.array(list(s.answers.values()), dtype=int)
         colours[reviewed[said == 1]] = (*_CHANGE_RGB, 235)
         colours[reviewed[said == 0]] = (*_NO_CHANGE_RGB, 110)
@@ -319,6 +342,7 @@ class ReviewServer:
         """Stop listening, let an answer being written finish, drop the page's temporary folder."""
         self.httpd.server_close()
         if self.lock.acquire(timeout=30):
+            self.closed = True  # a kept-alive connection's next request gets 503
             self.lock.release()
         self.session.close()
         self._folder.cleanup()
@@ -328,6 +352,20 @@ class ReviewServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _remove_stale_pages() -> None:
+    """Remove the temporary pages that killed servers left behind (their process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{PAGE_PREFIX}*-*"):
+        pid = folder.name.removeprefix(PAGE_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, or another user's
 
 
 def _check_host(host: str) -> str:
@@ -431,6 +469,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(HTTPStatus.FORBIDDEN, f"forbidden: {exc}")
             return
         review = self.server.review
+        if review.closed:
+            self.close_connection = True
+            self._text(HTTPStatus.SERVICE_UNAVAILABLE, "the review server has stopped")
+            return
         path = parts.path.lstrip("/")
         try:
             if self.command == "POST":
@@ -453,12 +495,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self._text(HTTPStatus.NOT_FOUND, "not found")
                 else:
                     self._send(HTTPStatus.OK, *found)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            self.close_connection = True  # a body left unread must not be taken for the next request
-            self._json({"error": f"bad request ({exc!r})"}, HTTPStatus.BAD_REQUEST)
         except DeltacdError as exc:
-            self.close_connection = True
+            self.close_connection = True  # a body left unread must not be taken for the next request
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            self.close_connection = True
+            self._json({"error": f"bad request ({exc!r})"}, HTTPStatus.BAD_REQUEST)
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception:

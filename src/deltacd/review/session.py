@@ -92,7 +92,7 @@ class ReviewSession:
             grade = self.model.classes[np.argmax(self.model.probabilities(self.table.features), axis=1)].astype(np.int16)
         else:
             buildings = self.run.buildings()
-            grade = (buildings.loc[self.table.ids, "damage_grade"].to_numpy(dtype=np.int16)
+            grade = (np.array(buildings.loc[self.table.ids, "damage_grade"], dtype=np.int16)
                      if "damage_grade" in buildings.columns else np.full(len(self.table), -1, dtype=np.int16))
         if self.answers:
             grade[self.table.rows(list(self.answers))] = list(self.answers.values())

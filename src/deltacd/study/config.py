@@ -52,10 +52,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from deltacd.config import DAMAGE_ALIASES, STRICT, DetectOptions, build_options, canonical_keys, read_yaml
+from deltacd.config import DAMAGE_ALIASES, STRICT, DetectOptions, canonical_keys, read_yaml
 from deltacd.errors import DeltacdError, InputError, MissingInputError
+from deltacd.study.checks import value_problems
 
 #: The steps a study can run, in the order they run.
 STEPS = ("detect", "damage", "compare", "evaluate", "evaluate-damage", "report")
@@ -131,15 +133,48 @@ def _absolute(value, base: Path):
     return str(path if path.is_absolute() else (base / path))
 
 
-def load_study(source: str | Path | dict[str, Any]) -> StudyConfig:
+def _validated(cls: type, values: dict[str, Any], source: str, problems: list[DeltacdError], fill: dict[str, Any]):
+    """``values`` made into ``cls``, every problem appended to ``problems`` (one per key) instead of raised.
+
+    Unknown keys are named and left out, a bad value is named and left to its default (a required
+    one to ``fill``), so that the rest of the file is still checked; None when it cannot be built.
+    """
+    known = {f.name for f in fields(cls)} - {"source"}
+    unknown = sorted(set(values) - known - {"source"})
+    if unknown:
+        problems.append(InputError(f"{source}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"))
+    values = {k: v for k, v in values.items() if k not in unknown}
+    for _ in range(len(known) + 1):
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            bad: dict[str, str] = {}
+            for error in exc.errors():
+                key = str(error["loc"][0]) if error["loc"] else "?"
+                if key not in bad:
+                    got = "" if error["type"] == "missing" else f" (got {error.get('input')!r})"
+                    bad[key] = f"{error['msg'][0].lower()}{error['msg'][1:]}{got}"
+            for key, text in bad.items():
+                problems.append(InputError(f"{source}: {key}: {text}"))
+            if not set(bad) <= set(values) | set(fill) or "?" in bad:
+                return None
+            values = {**{k: v for k, v in values.items() if k not in bad}, **{k: fill[k] for k in bad if k in fill}}
+    return None
+
+
+def load_study(source: str | Path | dict[str, Any], *, output: str | Path | None = None) -> StudyConfig:
     """Read and validate a study file (or its content as a dict, paths then relative to the current folder).
+
+    ``output`` replaces the study's ``output`` folder (``deltacd run STUDY.yaml -o DIR``; relative to
+    the current folder). Every problem of the file is reported at once, in one error (module notes).
 
     Raises
     ------
     MissingInputError
         The study file or one of its input files does not exist (named, with its key).
     InputError
-        Unknown key (named), bad value, unknown step, or a step without the inputs it needs.
+        Unknown key (named), bad value, unknown step, a step without the inputs it needs, a
+        reference grade its grade table does not know: all of them, in one line.
     """
     if isinstance(source, dict):
         values, base, where = dict(source), Path.cwd(), "study"
@@ -150,35 +185,54 @@ def load_study(source: str | Path | dict[str, Any]) -> StudyConfig:
             raise InputError(f"{path}: a study file is a mapping (name, output, inputs, steps); got {type(values).__name__}")
         base, where = path.resolve().parent, str(path)
         values["source"] = str(path.resolve())
+    problems: list[DeltacdError] = []
     inputs = values.get("inputs")
     if not isinstance(inputs, dict):
-        raise InputError(f"{where}: inputs: expected a mapping with at least before and after")
+        problems.append(InputError(f"{where}: inputs: expected a mapping of the study's files (before, after, zones ...)"))
+        inputs = {}
+
     def value(key: str, v):
         if key in PATH_INPUTS:
             return _absolute(v, base)
         return v.isoformat() if isinstance(v, date) else v  # YAML reads 2022-09-22 as a date
 
-    values["inputs"] = build_options(StudyInputs, {k.replace("-", "_"): value(k.replace("-", "_"), v) for k, v in inputs.items()},
-                                     source=f"{where}: inputs")
-    if "output" in values:
+    inputs = {str(k).replace("-", "_"): value(str(k).replace("-", "_"), v) for k, v in inputs.items()}
+    values["inputs"] = _validated(StudyInputs, inputs, f"{where}: inputs", problems, {}) or StudyInputs()
+    if output is not None:
+        values["output"] = str(Path(output).expanduser().resolve())
+    elif "output" in values:
         values["output"] = _absolute(values["output"], base)
+    else:
+        problems.append(InputError(f"{where}: output: give the study folder (output: out/my_study), or -o DIR"))
+        values["output"] = str(base / "out")
     steps = values.get("steps")
     if not isinstance(steps, dict) or not steps:
-        raise InputError(f"{where}: steps: give the steps to run, e.g. steps: {{detect: {{}}, report: {{}}}} ({', '.join(STEPS)})")
+        problems.append(InputError(f"{where}: steps: give the steps to run, e.g. steps: {{detect: {{}}, report: {{}}}} "
+                                   f"({', '.join(STEPS)})"))
+        steps = {}
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
-        raise InputError(f"{where}: steps: unknown step(s) {', '.join(unknown)}; available: {', '.join(STEPS)}")
+        problems.append(InputError(f"{where}: steps: unknown step(s) {', '.join(unknown)}; available: {', '.join(STEPS)}"))
+    checked: dict[str, dict[str, Any]] = {}
     for name, options in steps.items():
+        if name in unknown:
+            continue
         if not isinstance(options or {}, dict):
-            raise InputError(f"{where}: steps.{name}: expected a mapping of options, e.g. {name}: {{}}; got {options!r}")
-    values["steps"] = {name: canonical_keys(options or {}, STEP_ALIASES.get(name, {}), source=f"{where}: steps.{name}")
-                       for name, options in steps.items()}
-    for name, options in values["steps"].items():
+            problems.append(InputError(f"{where}: steps.{name}: expected a mapping of options, e.g. {name}: {{}}; got {options!r}"))
+            continue
+        try:
+            checked[name] = canonical_keys(options or {}, STEP_ALIASES.get(name, {}), source=f"{where}: steps.{name}")
+        except DeltacdError as exc:
+            problems.append(exc)
+            continue
         for key in ("model", "localisation_model"):
-            if key in options:
-                options[key] = _absolute(options[key], base)
-    config = build_options(StudyConfig, values, source=where)
-    check_study(config, where)
+            if key in checked[name]:
+                checked[name][key] = _absolute(checked[name][key], base)
+    values["steps"] = checked
+    config = _validated(StudyConfig, values, where, problems, {"name": "study", "output": values["output"]})
+    if config is None:
+        raise_problems(problems, where)
+    check_study(config, where, problems)
     return config
 
 
@@ -193,7 +247,8 @@ NEEDS = {
 
 
 def study_problems(config: StudyConfig, where: str) -> list[DeltacdError]:
-    """Every problem of the study's inputs: steps without their inputs, missing files, zones without a name field."""
+    """Every problem of the study's inputs: steps without their inputs, missing files, zones without a name field,
+    fields and values the files do not hold (:func:`deltacd.study.checks.value_problems`)."""
     problems: list[DeltacdError] = []
     inputs = config.inputs
     given = {f.name for f in fields(StudyInputs) if getattr(inputs, f.name) is not None}
@@ -224,15 +279,15 @@ def study_problems(config: StudyConfig, where: str) -> list[DeltacdError]:
             if options.get(key) and not Path(options[key]).exists():
                 problems.append(MissingInputError(f"{where}: steps.{step}.{key}: {options[key]}: file not found; "
                                                   "point it at your model"))
-    return problems
+    return problems + value_problems(config, where)
 
 
-def check_study(config: StudyConfig, where: str) -> None:
-    """Refuse, before any work, a study with problems (:func:`study_problems`, and every step's options checked by
-    its verb: :func:`deltacd.study.steps.option_problems`), all of them named in one error."""
+def check_study(config: StudyConfig, where: str, earlier: list[DeltacdError] | None = None) -> None:
+    """Refuse, before any work, a study with problems (``earlier`` ones of its file, :func:`study_problems`, and
+    every step's options checked by its verb: :func:`deltacd.study.steps.option_problems`), all named in one error."""
     from deltacd.study.steps import option_problems
 
-    raise_problems([*study_problems(config, where), *option_problems(config)], where)
+    raise_problems([*(earlier or []), *study_problems(config, where), *option_problems(config)], where)
 
 
 def raise_problems(problems: list[DeltacdError], where: str) -> None:

@@ -7,7 +7,9 @@ downloaded; only what the studies need that the data sets do not carry as georef
   team's land-cover model, :func:`rule_land_cover`), the OSCD change labels georeferenced on the
   B02 grid (``reference.tif``, the labels carry none), and four quarters of the scene as zones;
 * ``ign_gers/``: the three 2016 and 2019 "naf" land-cover tiles of the IGN sample, each date
-  mosaicked as one VRT (nothing copied), with the sample's zones;
+  mosaicked as one VRT (nothing copied), with one zone per tile (its footprint, from the sample's
+  ``test_patch_data.geojson``: the sample's ``test_zone_data.shp`` zones lie 20 km south-east of
+  the tiles, on the change masks whose images are missing);
 * ``ida/``: the Ida-BD tile ``AOI1-tile_2-4`` (hurricane Ida, Louisiana 2021) as a georeferenced
   pair with its building footprints, grades and xView2 masks (:mod:`deltacd.damage.xbd`).
 """
@@ -114,8 +116,10 @@ def prepare_ign(data: Path, out: Path) -> Path:
     for year in ("2016", "2019"):  # one band per tile: the tiles are mosaicked (open_image), the VRT is kept
         image = open_image(folder / "train" / year / "naf", bands="PAN", label=f"naf {year}")
         (out / f"naf_{year}.vrt").write_text(image.files[0].vrt)
-    zones = gpd.read_file(folder / "test_zone_data.shp")
-    zones[["nom", "geometry"]].to_file(out / "zones.gpkg")
+    tiles = gpd.read_file(folder / "test_patch_data.geojson")  # one record per tile: its footprint
+    tiles = tiles.assign(south=tiles.geometry.bounds["miny"]).sort_values("south", ignore_index=True)
+    names = ["south tile", "middle tile", "north tile"] if len(tiles) == 3 else [f"tile {i + 1}" for i in range(len(tiles))]
+    gpd.GeoDataFrame({"nom": names}, geometry=tiles.geometry.values, crs=tiles.crs).to_file(out / "zones.gpkg")
     return out
 
 

@@ -2,7 +2,13 @@
 
 :func:`attribute_transitions` gives every change polygon the majority class of the land-cover
 map of each date inside it, and that class's share of the polygon's labelled pixels, so a change
-reads "culture -> batiment, 0.42 ha". :func:`agreement_table` counts, window by window, the
+reads "culture -> batiment, 0.42 ha". A polygon whose class is the same at both dates is a
+**change within a class** (a new roof on a roof, a crop after a crop: ``change_kind`` "within
+class"), told apart from the **transitions** (``change_kind`` "transition") and from the polygons
+outside the land-cover maps ("unknown"); which of them count as land-cover change is
+:attr:`FromToOptions.within_class` (default: only the transitions). :func:`transition_polygons`
+vectorises the current method's own change map (the pixels whose class differs) into polygons
+with their from/to classes, block by block, merged across blocks. :func:`agreement_table` counts, window by window, the
 pixels where neither, only our map, only the current method, or both see change, per zone and per
 transition (:func:`deltacd.evaluate.agreement.count_agreement`, as the compare verb counts them); the
 current method is either the post-classification comparison of the two land-cover maps (a class
@@ -12,13 +18,20 @@ that differs) or its own change layer.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import shapely
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from rasterio.features import shapes
 from rasterio.windows import Window
 
+from deltacd.config import STRICT
 from deltacd.evaluate.agreement import N_CODES, agreement_code, count_agreement
 from deltacd.evaluate.reference import LabelSource
 from deltacd.io.grid import Grid
@@ -26,6 +39,10 @@ from deltacd.postprocess.zonal import FeatureLabels
 
 AGREEMENT = ("neither", "only ours", "only the current method", "both")
 OUTSIDE = "(outside the zones)"
+#: ``change_kind`` of a change polygon: its classes differ, are the same, or are not known (outside the maps).
+TRANSITION, WITHIN, UNKNOWN = "transition", "within class", "unknown"
+#: Fields of the current method's change polygons (``post_classification_changes.gpkg``).
+PCC_FIELDS = ("from_class", "to_class", "transition", "area_ha", "zone")
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,44 @@ class Classes:
         return np.where(codes[position] == values, position, -1)
 
 
+@pydantic_dataclass(frozen=True, config=STRICT)
+class FromToOptions:
+    """Options of the study's compare step besides those of :class:`deltacd.evaluate.compare.CompareOptions`.
+
+    Attributes
+    ----------
+    within_class
+        What a change polygon whose majority class is the same at both dates counts as (a change
+        within a class: a new roof on a roof, a crop after a crop). ``"apart"`` (default): shown
+        and counted apart from the transitions, not as land-cover change; ``"change"``: counted as
+        land-cover change with the transitions; or a list of class names whose changes within the
+        class count as change (the others apart), e.g. ``[bati]``.
+    """
+
+    within_class: Literal["apart", "change"] | list[str] = "apart"
+
+    def counted(self, kind: np.ndarray, from_class: np.ndarray) -> np.ndarray:
+        """Which polygons (their ``change_kind`` and ``from_class``) count as land-cover change."""
+        kind, from_class = np.asarray(kind), np.asarray(from_class)
+        if self.within_class == "change":
+            within = np.ones(len(kind), dtype=bool)
+        elif self.within_class == "apart":
+            within = np.zeros(len(kind), dtype=bool)
+        else:
+            within = np.isin(from_class, list(self.within_class))
+        return (kind == TRANSITION) | ((kind == WITHIN) & within)
+
+    def check(self, classes: Classes, where: str) -> None:
+        """Refuse class names (in ``within_class``) that are not classes of the maps."""
+        if isinstance(self.within_class, list):
+            unknown = sorted(set(self.within_class) - set(classes.names))
+            if unknown:
+                from deltacd.errors import InputError
+
+                raise InputError(f"{where}: within_class: {', '.join(unknown)} not among the classes "
+                                 f"({', '.join(classes.names)}); give class names, apart or change")
+
+
 def _strips(grid: Grid, rows: int):
     for top in range(0, grid.height, rows):
         yield Window(0, top, grid.width, min(rows, grid.height - top))
@@ -53,8 +108,10 @@ def zone_names(zones: gpd.GeoDataFrame | None, zone_field: str | None) -> list[s
 
 
 def attribute_transitions(changes: gpd.GeoDataFrame, grid: Grid, before: LabelSource, after: LabelSource, classes: Classes,
-                          *, zones: gpd.GeoDataFrame | None = None, zone_field: str | None = None, rows: int = 1024) -> gpd.GeoDataFrame:
-    """``changes`` with ``from_class``, ``from_share``, ``to_class``, ``to_share``, ``transition``, ``area_ha`` and ``zone``."""
+                          *, zones: gpd.GeoDataFrame | None = None, zone_field: str | None = None,
+                          options: FromToOptions = FromToOptions(), rows: int = 1024) -> gpd.GeoDataFrame:
+    """``changes`` with ``from_class``, ``from_share``, ``to_class``, ``to_share``, ``transition``, ``change_kind``
+    (:data:`TRANSITION`, :data:`WITHIN` or :data:`UNKNOWN`), ``counts_as_change`` (``options``), ``area_ha`` and ``zone``."""
     n, k = len(changes), len(classes.codes)
     counts = np.zeros((2, n + 1, k), dtype=np.int64)
     labels = FeatureLabels(changes.geometry)
@@ -77,8 +134,11 @@ def attribute_transitions(changes: gpd.GeoDataFrame, grid: Grid, before: LabelSo
         out[f"{prefix}_class"] = np.where(total > 0, names[best], "unknown")
         out[f"{prefix}_share"] = np.round(np.where(total > 0, per[np.arange(n), best] / np.maximum(total, 1), np.nan), 3)
     out["transition"] = out["from_class"] + " -> " + out["to_class"]
+    unknown = (out["from_class"] == "unknown") | (out["to_class"] == "unknown")
+    out["change_kind"] = np.where(unknown, UNKNOWN, np.where(out["from_class"] == out["to_class"], WITHIN, TRANSITION))
+    out["counts_as_change"] = options.counted(out["change_kind"].to_numpy(), out["from_class"].to_numpy())
     area = out["area_m2"] if "area_m2" in out.columns else out.geometry.area * (grid.res_m / grid.res[0]) ** 2
-    out["area_ha"] = np.round(np.asarray(area, dtype=float) / 1e4, 4)
+    out["area_ha"] = np.round(np.asarray(area, dtype=float) / 1e4, 6)
     out["zone"] = assign_zones(out, zones, zone_field)
     return out
 
@@ -94,19 +154,96 @@ def assign_zones(frame: gpd.GeoDataFrame, zones: gpd.GeoDataFrame | None, zone_f
 
 
 def write_transitions(path: Path, attributed: gpd.GeoDataFrame) -> list[dict]:
-    """Areas (ha) and counts of our change polygons per zone and transition, largest first, in CSV."""
+    """Areas (ha) and counts of our change polygons per zone and from/to pair, in CSV: the pairs that count as
+    change first (``counts_as_change``), then the changes within a class and those outside the maps, largest first."""
     rows = []
-    groups = attributed.groupby(["zone", "from_class", "to_class"], sort=False)["area_ha"]
-    for (zone, source, target), areas in groups:
+    groups = attributed.groupby(["zone", "from_class", "to_class", "change_kind", "counts_as_change"], sort=False)["area_ha"]
+    for (zone, source, target, kind, counted), areas in groups:
         rows.append({"zone": zone, "from_class": source, "to_class": target, "transition": f"{source} -> {target}",
-                     "polygons": int(areas.size), "area_ha": round(float(areas.sum()), 4)})
-    for source, target in {(r["from_class"], r["to_class"]) for r in rows}:
-        part = [r for r in rows if (r["from_class"], r["to_class"]) == (source, target)]
-        rows.append({"zone": "all", "from_class": source, "to_class": target, "transition": f"{source} -> {target}",
-                     "polygons": sum(r["polygons"] for r in part), "area_ha": round(sum(r["area_ha"] for r in part), 4)})
-    rows.sort(key=lambda r: (r["zone"] != "all", r["zone"], -r["area_ha"]))
-    _write_csv(path, rows, ["zone", "from_class", "to_class", "transition", "polygons", "area_ha"])
+                     "change_kind": kind, "counts_as_change": bool(counted), "polygons": int(areas.size),
+                     "area_ha": round(float(areas.sum()), 4)})
+    for key in dict.fromkeys((r["from_class"], r["to_class"], r["change_kind"], r["counts_as_change"]) for r in list(rows)):
+        part = [r for r in rows if (r["from_class"], r["to_class"], r["change_kind"], r["counts_as_change"]) == key]
+        rows.append({**part[0], "zone": "all", "polygons": sum(r["polygons"] for r in part),
+                     "area_ha": round(sum(r["area_ha"] for r in part), 4)})
+    rows.sort(key=lambda r: (r["zone"] != "all", r["zone"], not r["counts_as_change"], r["change_kind"] == UNKNOWN, -r["area_ha"]))
+    _write_csv(path, rows, ["zone", "from_class", "to_class", "transition", "change_kind", "counts_as_change", "polygons",
+                            "area_ha"])
     return rows
+
+
+def change_kinds(attributed: gpd.GeoDataFrame) -> dict[str, Any]:
+    """Polygons and hectares of our changes by kind, and those that count as land-cover change (for the summary)."""
+    out: dict[str, Any] = {}
+    for kind in (TRANSITION, WITHIN, UNKNOWN):
+        part = attributed[attributed["change_kind"] == kind]
+        out[kind] = {"polygons": len(part), "area_ha": round(float(part["area_ha"].sum()), 4)}
+    counted = attributed[attributed["counts_as_change"]]
+    out["counted_as_change"] = {"polygons": len(counted), "area_ha": round(float(counted["area_ha"].sum()), 4)}
+    out["all"] = {"polygons": len(attributed), "area_ha": round(float(attributed["area_ha"].sum()), 4)}
+    return out
+
+
+def _blocks(grid: Grid, size: int):
+    for top in range(0, grid.height, size):
+        for left in range(0, grid.width, size):
+            yield Window(left, top, min(size, grid.width - left), min(size, grid.height - top))
+
+
+def transition_polygons(grid: Grid, before: LabelSource, after: LabelSource, classes: Classes, *,
+                        zones: gpd.GeoDataFrame | None = None, zone_field: str | None = None, min_area_m2: float = 0.0,
+                        block_size: int = 2048) -> gpd.GeoDataFrame:
+    """The current method's change map as polygons: 4-connected pixels of one (class before, class after) pair
+    whose classes differ, with ``from_class``, ``to_class``, ``transition``, ``area_ha`` and ``zone``.
+
+    Vectorised block by block; a piece that touches an inner block edge is merged with the pieces of the
+    same pair across it (a shared edge, not a corner), so the polygons do not depend on ``block_size``.
+    Polygons under ``min_area_m2`` are left out.
+    """
+    k = len(classes.codes)
+    pieces: list[str] = []
+    codes: list[int] = []
+    open_piece: list[bool] = []
+    eps = 1e-6 * min(grid.res)
+    for window in _blocks(grid, block_size):
+        b, vb = before.read(window)
+        a, va = after.read(window)
+        ib, ia = classes.index(b.astype(np.int64)), classes.index(a.astype(np.int64))
+        changed = vb & va & (ib >= 0) & (ia >= 0) & (ib != ia)
+        if not changed.any():
+            continue
+        code = np.where(changed, ib * k + ia + 1, 0).astype(np.int32)
+        left, bottom, right, top = grid.window_bounds(window)
+        inner = (window.col_off > 0, window.row_off > 0, window.col_off + window.width < grid.width,
+                 window.row_off + window.height < grid.height)  # left, top, right, bottom edges inside the grid
+        for geom, value in shapes(code, mask=changed, connectivity=4, transform=grid.window_transform(window)):
+            xs = [x for ring in geom["coordinates"][:1] for x, _ in ring]
+            ys = [y for ring in geom["coordinates"][:1] for _, y in ring]
+            touches = ((inner[0] and min(xs) <= left + eps) or (inner[2] and max(xs) >= right - eps)
+                       or (inner[1] and max(ys) >= top - eps) or (inner[3] and min(ys) <= bottom + eps))
+            pieces.append(json.dumps(geom))
+            codes.append(int(value))
+            open_piece.append(touches)
+    geoms = shapely.from_geojson(np.asarray(pieces, dtype=object)) if pieces else np.zeros(0, dtype=object)
+    codes_arr, open_arr = np.asarray(codes, dtype=np.int64), np.asarray(open_piece, dtype=bool)
+    out_geoms, out_codes = list(geoms[~open_arr]), list(codes_arr[~open_arr])
+    for value in np.unique(codes_arr[open_arr]):
+        merged = shapely.get_parts(shapely.union_all(geoms[open_arr & (codes_arr == value)]))
+        out_geoms += list(merged)
+        out_codes += [int(value)] * len(merged)
+    names = np.array(classes.names, dtype=object)
+    index = np.asarray(out_codes, dtype=np.int64) - 1
+    frame = gpd.GeoDataFrame({"from_class": names[index // k] if len(index) else [],
+                              "to_class": names[index % k] if len(index) else []},
+                             geometry=out_geoms, crs=grid.crs)
+    frame["transition"] = frame["from_class"] + " -> " + frame["to_class"]
+    metres = grid.res_m / grid.res[0]  # metres per CRS unit
+    frame["area_ha"] = np.round(frame.geometry.area.to_numpy() * metres**2 / 1e4, 6)
+    frame = frame[frame["area_ha"] * 1e4 >= min_area_m2] if min_area_m2 > 0 else frame
+    frame = frame.sort_values("area_ha", ascending=False, ignore_index=True)
+    frame["zone"] = assign_zones(frame, zones, zone_field)
+    frame.index.name = "change_id"
+    return gpd.GeoDataFrame(frame[[*PCC_FIELDS, "geometry"]], geometry="geometry", crs=grid.crs)
 
 
 def agreement_table(grid: Grid, ours: LabelSource | None, theirs: LabelSource | None, before: LabelSource | None,

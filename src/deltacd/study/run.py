@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,11 @@ def _check_study_folder(out: Path) -> None:
                           "(nothing was deleted)")
 
 
-def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, progress: Progress | None = None) -> StudyResult:
+def run_study(study: str | Path | StudyConfig | dict, *, out_dir: str | Path | None = None, force: bool = False,
+              progress: Progress | None = None) -> StudyResult:
     """Run the steps of a study file (module notes); ``force`` reruns every step.
+
+    ``out_dir`` replaces the study's ``output`` folder (``deltacd run STUDY.yaml -o DIR``).
 
     Raises
     ------
@@ -83,10 +86,10 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
     from deltacd.study import steps as step_functions
 
     if isinstance(study, StudyConfig):
-        config = study
+        config = study if out_dir is None else replace(study, output=str(Path(out_dir).expanduser().resolve()))
         check_study(config, config.source or "study")  # as load_study does for a file
     else:
-        config = load_study(study)
+        config = load_study(study, output=out_dir)
     out = config.output_dir
     _check_study_folder(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,7 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
                 _write_record(out, {"format": "deltacd-study/1", "name": config.name, "study_file": config.source,
                                     "status": "running"})
             records: dict[str, dict[str, Any]] = {}
+            warned = same_dates_warning(config)
             for name in config.ordered_steps():
                 record = step_functions.record_of(name, config, records)
                 path = _record_path(out, name)
@@ -132,6 +136,7 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
                 **environment(),
                 "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started, 3), "steps": [asdict(o) for o in outcomes],
+                "warnings": warned,
                 "config": to_json_value(asdict(config)),
             }
             _write_record(out, summary)
@@ -142,6 +147,19 @@ def run_study(study: str | Path | StudyConfig | dict, *, force: bool = False, pr
     if progress is not None:
         progress("steps", len(outcomes), len(outcomes))
     return StudyResult(out, outcomes, summary)
+
+
+def same_dates_warning(config: StudyConfig) -> list[str]:
+    """The warning (logged, and returned for ``study.json``) when a step that compares the two images is given
+    the same file for both dates (:func:`deltacd.io.rasters.warn_if_same_file`)."""
+    from deltacd.io.rasters import warn_if_same_file
+
+    i = config.inputs
+    if not ({"detect", "damage"} & set(config.steps)) or i.before is None or i.after is None:
+        return []
+    if not warn_if_same_file(i.before, i.after):
+        return []
+    return [f"inputs.before and inputs.after are the same file ({i.before}): there is nothing to compare"]
 
 
 def _write_record(out: Path, record: dict[str, Any]) -> None:

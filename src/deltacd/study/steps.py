@@ -27,7 +27,7 @@ READS = {
     "damage": (("before", "after", "aoi", "buildings", "zones"), ()),
     "compare": (("landcover_before", "landcover_after", "current_change", "zones", "reference"), ("detect",)),
     "evaluate": (("reference", "zones"), ("detect",)),
-    "evaluate-damage": (("damage_reference", "damage_reference_localisation", "damage_reference_damage"), ("damage",)),
+    "evaluate-damage": (("damage_reference", "damage_reference_localisation", "damage_reference_damage", "zones"), ("damage",)),
     "report": ((), ("detect", "damage", "compare", "evaluate", "evaluate-damage")),
 }
 
@@ -68,9 +68,9 @@ def _check_options(name: str, options: dict[str, Any], config: StudyConfig, sour
 
         split_options({**_inputs_options(config), **options})
     elif name == "compare":
-        from deltacd.evaluate.compare import CompareOptions
+        from deltacd.study.compare import split_options
 
-        build_options(CompareOptions, options, source=source)
+        split_options(options, source)
     elif name == "evaluate":
         from deltacd.evaluate.evaluate import EvaluateOptions
 
@@ -131,8 +131,10 @@ def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> Non
         from deltacd.evaluate.damage import evaluate_damage
 
         masks = (i.damage_reference_localisation, i.damage_reference_damage) if i.damage_reference_damage else None
+        extra = {"zones": i.zones, "zone_field": i.zone_field}
         evaluate_damage(out / "damage", i.damage_reference, folder, reference_field=i.damage_reference_field,
-                        grade_table=i.damage_grade_table, reference_masks=masks, overwrite=True, **options)
+                        grade_table=i.damage_grade_table, reference_masks=masks, overwrite=True,
+                        **{**{k: v for k, v in extra.items() if v is not None}, **options})
     elif name == "report":
         from deltacd.report.html import write_report
 

@@ -67,7 +67,8 @@
     if (!object) { info.textContent = "no object here"; return; }
     outline = L.geoJSON(object.geometry, {interactive: false, style: {color: "#ffd700", weight: 3, fill: false}}).addTo(map);
     const said = object.answer === null ? "not reviewed" : "answered: " + label(object.answer);
-    info.innerHTML = `<span id="review-id">${object.object_id}</span> · ${esc(object.shown)} · ${esc(said)}`;
+    const what = state.kind === "damage" ? "building" : "object";
+    info.innerHTML = `${what} <span id="review-id">${object.object_id}</span> · ${esc(object.shown)} · ${esc(said)}`;
     if (pan && !map.getBounds().contains(outline.getBounds())) map.panTo(outline.getBounds().getCenter());
   }
 
@@ -112,8 +113,13 @@
     e.preventDefault();
   });
 
-  // in review mode a click picks an object: the run's own polygons show no popup
-  Object.values(overlays).forEach(layer => { if (layer.eachLayer) layer.eachLayer(l => l.unbindPopup()); });
+  // in review mode a click picks an object: the run's own polygons show no popup, and start hidden (the overlay
+  // shows the same before the first answers; the layer control brings them back)
+  Object.values(overlays).forEach(layer => {
+    if (!layer.eachLayer) return;
+    layer.eachLayer(l => l.unbindPopup());
+    map.removeLayer(layer);
+  });
 
   api("api/state").then(s => {
     state = s;
