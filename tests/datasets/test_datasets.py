@@ -29,7 +29,7 @@ except ImportError:  # a core install (no `learn` extra): the tests marked @need
 # LEVIR, DSIFN and xBD are plain PNGs: opening them (and their chips) is expected to warn.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ORIGIN = Affine(0.5, 0, 574000.0, 0, -0.5, 6280000.0)
 
 

@@ -31,7 +31,7 @@ from deltacd.train.module import warmup_cosine_schedule
 # emitted inside Lightning with this torch version; train() itself filters it
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore:.*isinstance.treespec, LeafSpec.*")]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BANDS = ("B", "G", "R", "N")
 SIDE = 32
 SPLITS = {"train": 8, "val": 2, "test": 2}

@@ -24,7 +24,7 @@ from deltacd.datasets.xview2 import rasterize_xbd_labels
 # xBD PNGs, the JPEG mask and their chips have no georeferencing: opening them is expected to warn.
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ORIGIN = Affine(0.5, 0, 574000.0, 0, -0.5, 6280000.0)
 _PLACE = re.compile(r"^(?P<source>.+?)__(?P<scene>.+)__(?P<row>\d{5})_(?P<col>\d{5})$")
 

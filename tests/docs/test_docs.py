@@ -23,7 +23,7 @@ import pytest
 from conftest import needs
 from deltacd.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "guide"
 #: Pages whose worked examples run, in reading order (later pages use the earlier ones' outputs).
 RUN_ORDER = ("commands.md", "first-run.md", "studies.md", "extending.md")
