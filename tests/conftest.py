@@ -32,6 +32,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests that use ``data_dir`` ``realdata``, and skip every ``realdata`` test when the data is absent."""
     absent = not SHARED_DATA.is_dir()
+    if absent and os.environ.get("DELTACD_REQUIRE_DATA"):  # CI: a missing data folder must fail, not skip
+        raise pytest.UsageError(f"{NO_DATA}; DELTACD_REQUIRE_DATA is set, so the real-data tests may not be skipped")
     for item in items:
         if "data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)
