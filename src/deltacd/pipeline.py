@@ -35,7 +35,7 @@ from deltacd.engine.runner import EngineStats, check_tile_memory, predict_scene
 from deltacd.errors import DeltacdWarning, InputError
 from deltacd.io.grid import Grid
 from deltacd.io.qgis import MASK_STYLE, UNCERTAINTY_STYLE, outline_qml, score_ramp, write_styles
-from deltacd.io.rasters import DateImage, open_image
+from deltacd.io.rasters import DateImage, open_image, warn_if_same_file
 from deltacd.io.records import fingerprint
 from deltacd.io.vectors import write_layer
 from deltacd.io.writers import RasterWriter
@@ -259,9 +259,8 @@ def detect(
     with run.timings.stage("open"):
         first, second = open_pair(before, after, opts)
     check_settings(method, opts, first, second)
-    layout = DetectOutputs(out_dir)
-    # Dask's workers get one BLAS thread from their nanny (distributed's pre-spawn environment)
-    with run:
+    with run:  # BLAS on one thread here; Dask's workers get one from their nanny (distributed's pre-spawn environment)
+        warn_if_same_file(before, after)  # inside the run: the warning reaches run.json
         staged = DetectOutputs(run.staging)
         # per-pixel numpy methods leave room for the measure beside them; networks run their own threads
         prepared = prepare_pair(first, second, opts, run, progress, measure_now=method.thread_safe)
@@ -289,7 +288,7 @@ def detect(
             record = _run_record(run, prepared, opts, method, scored, changes, resolution)
             record["blocks"] = engine.blocks
             run.write_record(record)
-    return DetectResult(layout.folder, record)
+    return DetectResult(Path(out_dir), record)
 
 
 def memory_hint(options: DetectOptions) -> str:

@@ -318,3 +318,27 @@ def test_a_damage_run_is_refined_from_graded_buildings(tmp_path):
     with pytest.raises(InputError, match=r"outside \{0, 1, 2, 3\}"):
         answered.assign(label=[4, 3, 0, 0]).to_file(tmp_path / "bad.gpkg")
         refine(run, [tmp_path / "bad.gpkg"], tmp_path / "refined2")
+
+
+def test_a_study_refine_step_learns_from_the_runs_review_store_and_reruns_on_new_answers(roof_run, tmp_path):
+    from deltacd.study.run import run_study
+
+    inputs = roof_run.parent
+    study = {"name": "roofs", "output": str(tmp_path / "study"),
+             "inputs": {"before": str(inputs / "before.tif"), "after": str(inputs / "after.tif"),
+                        "bands_before": "B,G,R,N", "bands_after": "B,G,R,N"},
+             "steps": {"detect": {}}}
+    run_study(study)
+    detect_run = tmp_path / "study" / "detect"
+    labels = _points(detect_run, [(58, 58), (125, 45), (125, 135), (10, 10)], [1, 0, 0, 0], tmp_path / "labels.gpkg")
+    study["steps"]["refine"] = {"labels": [str(labels)]}
+    result = run_study(study)
+    ran = {o.name: o.status for o in result.steps}
+    assert ran == {"detect": "skipped (up to date)", "refine": "ran"}
+    refined = json.loads((tmp_path / "study" / "refine" / "run.json").read_text())
+    assert refined["review"]["objects_reviewed"] == 4
+    # unchanged: skipped; one more answer in the run's store (deltacd review): the step runs again
+    assert {o.name: o.status for o in run_study(study).steps}["refine"] == "skipped (up to date)"
+    more = _points(detect_run, [(185, 70)], [1], tmp_path / "more.gpkg")
+    refine(detect_run, [more], tmp_path / "by_hand")
+    assert {o.name: o.status for o in run_study(study).steps}["refine"] == "ran"

@@ -29,7 +29,7 @@ from deltacd.cli.common import Parser, run_guarded
 VERBS = {
     "detect": "detect", "batch": "batch", "demo": "demo", "prepare-dataset": "prepare_dataset", "train": "train",
     "evaluate": "evaluate", "compare": "compare", "robustness": "robustness", "damage": "damage",
-    "evaluate-damage": "evaluate_damage", "run": "run", "report": "report", "prepare-examples": "prepare_examples",
+    "evaluate-damage": "evaluate_damage", "run": "run", "template": "template", "report": "report", "prepare-examples": "prepare_examples",
     "methods": "methods", "review": "review", "refine": "refine",
 }
 

@@ -26,12 +26,13 @@ from rasterio.windows import Window
 
 from deltacd.config import DetectOptions
 from deltacd.damage.footprints import Footprints, footprints_from_frame, read_footprints, rings
-from deltacd.damage.options import DETECT_KEYS, DamageOptions, split_options  # noqa: F401 (DETECT_KEYS: public here too)
 from deltacd.damage.methods import BuildingGrades, DamageContext, build_damage_method
+from deltacd.damage.options import DETECT_KEYS, DamageOptions, split_options  # noqa: F401 (DETECT_KEYS: public here too)
 from deltacd.engine.runner import EngineStats
 from deltacd.errors import InputError
 from deltacd.io.grid import Grid
 from deltacd.io.qgis import categorized_qml, paletted_qml, score_ramp, write_styles
+from deltacd.io.rasters import warn_if_same_file
 from deltacd.io.vectors import read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.methods import get_method
@@ -116,6 +117,7 @@ def damage(
         first, second = open_pair(before, after, detect_opts)
     check_settings(change, detect_opts, first, second)
     with run:
+        warn_if_same_file(before, after)
         staged = DamageOutputs(run.staging)
         prepared = prepare_pair(first, second, detect_opts, run, progress)
         with prepared.pair as pair:

@@ -271,7 +271,11 @@ def _ids(frame: gpd.GeoDataFrame, field: str | None) -> list[str]:
     name = field if field is not None else ("building_id" if "building_id" in frame.columns else None)
     if name is None:
         return [str(i + 1) for i in range(len(frame))]
-    return [None if v is None or v != v else str(v) for v in frame[name]]
+    return [None if _empty(v) else str(v) for v in frame[name]]
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def _zones_of(layer: gpd.GeoDataFrame, zones: gpd.GeoDataFrame, field: str, path) -> list[str]:
@@ -281,7 +285,7 @@ def _zones_of(layer: gpd.GeoDataFrame, zones: gpd.GeoDataFrame, field: str, path
     points = gpd.GeoDataFrame(geometry=layer.geometry.representative_point(), crs=layer.crs)
     joined = gpd.sjoin(points, zones[[field, "geometry"]].to_crs(layer.crs), how="left", predicate="within")
     joined = joined[~joined.index.duplicated()][field].reindex(layer.index)
-    return ["(outside the zones)" if v is None or v != v else str(v) for v in joined]
+    return ["(outside the zones)" if _empty(v) else str(v) for v in joined]
 
 
 def _write_per_zone(path: Path, layer: gpd.GeoDataFrame) -> list[dict[str, Any]]:

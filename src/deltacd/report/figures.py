@@ -46,8 +46,11 @@ AGREEMENT_LABELS = ("no change in either", "change only in ours", "change only i
 
 def palette(n: int) -> list[str]:
     """``n`` distinct colours (hex) for classes or transitions, as many as asked: tab10, then tab20's light
-    shades, then hues spread around the colour wheel (golden-angle steps), so no item is left grey."""
-    base = [matplotlib.colors.to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2])]
+    shades (their greys left out: grey means "other" on the maps), then hues spread around the colour wheel
+    (golden-angle steps), so no item is left grey."""
+    greys = {"#7f7f7f", "#c7c7c7"}
+    base = [h for h in (matplotlib.colors.to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]))
+            if h not in greys]
     extra = [matplotlib.colors.to_hex(matplotlib.colors.hsv_to_rgb(((0.13 + i * 0.618034) % 1.0, 0.65, 0.85)))
              for i in range(max(0, n - len(base)))]
     return (base + extra)[:n]

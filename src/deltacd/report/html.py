@@ -48,6 +48,9 @@ h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f1f1f1}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}.none{color:#777;font-style:italic}
 .warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.3em 0}nav a{margin-right:1em}
+table.matrix td{text-align:right;font-variant-numeric:tabular-nums}table.matrix td.diag{background:#fff3c4}
+table.matrix td.total,table.matrix tr.total td{font-weight:bold;background:#f7f7f7}table.matrix caption{text-align:left;font-weight:bold}
+details{margin:.4em 0}summary{cursor:pointer}
 """
 
 
@@ -88,15 +91,18 @@ def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, limit: 
 
 
 def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    """A table cell: numbers of 1 000 and more with thousands separators (never 1.111e+04), others to 4 digits."""
+    if value is None or isinstance(value, bool):
+        return "" if value is None else str(value)
     try:
         number = float(value)
-        return f"{number:.4g}" if not float(number).is_integer() or "." in str(value) else str(value)
     except (TypeError, ValueError):
         return str(value)
+    if isinstance(value, str) and "." not in value and number.is_integer():
+        return f"{int(number):,}" if abs(number) >= 1000 else value
+    if abs(number) >= 1000:
+        return f"{number:,.0f}"
+    return f"{number:.4g}"
 
 
 def _figure(path: Path | None, caption: str) -> str:
@@ -109,6 +115,75 @@ def _figure(path: Path | None, caption: str) -> str:
 
 def _none(text: str) -> str:
     return f'<p class="none">{html.escape(text)}</p>'
+
+
+def _ha(value: float) -> str:
+    """Hectares with thousands separators and a precision that suits the size."""
+    return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def fromto_matrix(rows: list[dict[str, str]], *, zone: str = "all", value: str = "area_ha",
+                  order: list[str] | None = None) -> tuple[list[str], list[str], Any]:
+    """A from/to matrix from long rows (``zone``, ``from_class``, ``to_class``, ``value``): row names (class at
+    date 1), column names (class at date 2) and the values; only classes with some area, in ``order``
+    (unknown names last)."""
+    import numpy as np
+
+    chosen = [r for r in rows if r.get("zone", "all") == zone]
+    order = list(order or [])
+    rank = {name: i for i, name in enumerate(order)}
+
+    def names(key: str) -> list[str]:
+        found = {r[key] for r in chosen if float(r[value] or 0)}
+        return sorted(found, key=lambda n: (n not in rank, rank.get(n, 0), n))
+
+    sources, targets = names("from_class"), names("to_class")
+    matrix = np.zeros((len(sources), len(targets)))
+    for r in chosen:
+        if r["from_class"] in sources and r["to_class"] in targets:
+            matrix[sources.index(r["from_class"]), targets.index(r["to_class"])] += float(r[value] or 0)
+    return sources, targets, matrix
+
+
+def _matrix_html(sources: list[str], targets: list[str], matrix, *, caption: str, diagonal: str) -> str:
+    """A from/to matrix as a table: rows the class at date 1, columns at date 2, totals, in ha; the diagonal
+    (same class at both dates) shaded and named by ``diagonal``."""
+    if not sources:
+        return _none(f"{caption}: nothing to show")
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in targets)
+    body = []
+    for i, source in enumerate(sources):
+        cells = "".join(
+            f'<td class="{"diag" if source == target else ""}">{_ha(matrix[i, j]) if matrix[i, j] else ""}</td>'
+            for j, target in enumerate(targets))
+        body.append(f"<tr><th>{html.escape(source)}</th>{cells}<td class='total'>{_ha(matrix[i].sum())}</td></tr>")
+    totals = "".join(f"<td>{_ha(v)}</td>" for v in matrix.sum(axis=0))
+    body.append(f"<tr class='total'><th>total</th>{totals}<td>{_ha(matrix.sum())}</td></tr>")
+    note = f"<p class='none'>Rows: class at date 1 (from); columns: class at date 2 (to); ha. Shaded: {html.escape(diagonal)}.</p>"
+    return (f"<table class='matrix'><caption>{html.escape(caption)}</caption><tr><th>from \\ to</th>{head}<th>total</th></tr>"
+            f"{''.join(body)}</table>{note}")
+
+
+def _matrices(rows: list[dict[str, str]], *, caption: str, diagonal: str, order: list[str], value: str = "area_ha") -> str:
+    """The matrix of every zone together, then one per zone (folded)."""
+    out = _matrix_html(*fromto_matrix(rows, value=value, order=order), caption=f"{caption}, all zones", diagonal=diagonal)
+    zones = [z for z in dict.fromkeys(r["zone"] for r in rows) if z != "all"]
+    for zone in zones:
+        table = _matrix_html(*fromto_matrix(rows, zone=zone, value=value, order=order), caption=f"{caption}, {zone}",
+                             diagonal=diagonal)
+        out += f"<details><summary>{html.escape(zone)}</summary>{table}</details>"
+    return out
+
+
+def _class_order(compare: Path) -> list[str]:
+    """The land-cover classes in the order of the study (the compare step's overview raster keeps it)."""
+    try:
+        import rasterio
+
+        with rasterio.open(compare / "landcover_overview.tif") as src:
+            return json.loads(src.tags().get("classes", "[]"))
+    except Exception:  # an older compare folder: names sorted
+        return []
 
 
 def _summary(parts: dict[str, Any], title: str) -> str:
@@ -159,14 +234,8 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
         if coreg and coreg.get("blocks_measured") and not coreg.get("reliable", True):
             warnings.append(f"{step}: co-registration unreliable ({coreg['blocks_used']} of {coreg['blocks_measured']} blocks agree)")
     compare = parts.get("compare")
-    fromto = None
-    if compare and (compare / "changes_fromto.gpkg").is_file():
-        import geopandas as gpd
-
-        fromto = gpd.read_file(compare / "changes_fromto.gpkg", layer=DetectOutputs.layer)
-    if detect:
-        path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size, polygons=fromto,
-                                legend_field="transition" if fromto is not None else None)
+    if detect:  # the changes by transition and by kind are drawn with the compare step's maps
+        path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size)
         out["maps"] = _figure(path, "before, after and the changes, with the CRS and dates of the images")
         record = records["detect"]
         out["coregistration"] = _figure(maps.coregistration_figure(record, record["grid"], figures / "coregistration.png"),
@@ -192,41 +261,10 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
         if "histogram" not in out:
             out["histogram"] = _figure(maps.histogram_figure(records["damage"], figures / "score_histogram.png"),
                                        "score histogram and threshold")
-        evaluation = _json(parts["evaluate-damage"] / "damage_metrics.json") if parts.get("evaluate-damage") else None
-        if evaluation:
-            figure = parts["evaluate-damage"] / "agreement.png"
-            f1, kappa = evaluation["damaged_f1"], evaluation["weighted_kappa"]
-            ci = f" (95 % CI {f1['ci_low']:.3f} - {f1['ci_high']:.3f})" if f1.get("ci_low") is not None else ""
-            out["damage"] += (f"<p>Against the reference study: damaged-vs-undamaged F1 {_fmt(f1['value'])}{ci}, weighted kappa "
-                              f"{_fmt(kappa['value'])}, {evaluation['buildings']['graded_on_both']} buildings graded in both.</p>")
-            out["damage"] += _table(maps.read_csv(parts["evaluate-damage"] / "per_grade.csv"))
-            copy = figures / "damage_agreement.png"
-            copy.write_bytes(figure.read_bytes())
-            out["damage"] += _figure(copy, "agreement with the reference study, per building")
-    if compare and (compare / "landcover_transitions.csv").is_file():  # the land-cover maps alone (no detect step)
-        rows = maps.read_csv(compare / "landcover_transitions.csv")
-        changed = [r for r in rows if r["zone"] == "all" and r["changed"] == "True"][:15]
-        out["transitions"] = _figure(maps.bar_figure([r["transition"] for r in changed], [float(r["area_ha"]) for r in changed],
-                                                     figures / "transitions.png", xlabel="ha",
-                                                     title="land-cover transitions between the two maps"),
-                                     "areas per transition of the land-cover maps") + _table(rows, limit=40)
-        out["agreement"] = _none("no detect step: the land-cover maps are compared with each other only")
-    elif compare:
-        transitions = maps.read_csv(compare / "transitions.csv") if (compare / "transitions.csv").is_file() else []
-        overall = [r for r in transitions if r["zone"] == "all"]
-        body = _figure(maps.bar_figure([r["transition"] for r in overall[:15]], [float(r["area_ha"]) for r in overall[:15]],
-                                       figures / "transitions.png", xlabel="ha", title="our changes per transition"), "areas per transition")
-        out["transitions"] = (body + _table(transitions, ["zone", "transition", "polygons", "area_ha"], limit=40)
-                              if transitions else _none("no land-cover maps were given: no transitions"))
-        by_zone = maps.read_csv(compare / "agreement_by_zone.csv")
-        body = _figure(maps.agreement_figure(by_zone, figures / "agreement_zones.png", title="change area per zone"),
-                       "agreement with the current method per zone") + _table(by_zone)
-        if (compare / "agreement_by_transition.csv").is_file():
-            by_transition = maps.read_csv(compare / "agreement_by_transition.csv")
-            body += _figure(maps.agreement_figure(by_transition, figures / "agreement_transitions.png", key="transition",
-                                                  title="change area per transition"), "agreement per transition")
-            body += _table(by_transition, limit=20)
-        out["agreement"] = body
+        if parts.get("evaluate-damage"):
+            out["damage"] += _damage_evaluation(damage, parts["evaluate-damage"], figures, dates, max_size)
+    if compare:
+        out.update(_compare_sections(compare, detect, figures, dates, max_size, out))
     evaluate = parts.get("evaluate")
     metrics = _json(evaluate / "metrics.json") if evaluate else None
     if metrics:
@@ -247,6 +285,128 @@ def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: i
                 "accuracy": "no reference was given: no accuracy", "damage": "no damage step in this run",
                 "uncertainty": "no uncertainty: it is computed for networks run with --uncertainty"}
     return {key: out.get(key) or _none(defaults.get(key, "")) for key, _ in SECTIONS}
+
+
+def _compare_sections(compare: Path, detect: Path | None, figures: Path, dates, max_size: int,
+                      done: dict[str, str]) -> dict[str, str]:
+    """The sections drawn from a study's compare step: land-cover maps, the current method's changes, ours by
+    kind and their agreement as maps; from/to matrices (all zones, then per zone); agreement per zone and transition."""
+    out: dict[str, str] = {}
+    order = _class_order(compare)
+    study = _json(compare / "compare_study.json") or {}
+    landcover = compare / "landcover_overview.tif"
+    maps_html = ""
+    if landcover.is_file():
+        maps_html += _figure(maps.landcover_maps(landcover, figures / "landcover_maps.png", dates=dates),
+                             "land cover of each date (the current method's input), at reduced resolution")
+    comparison = maps.comparison_maps(compare, figures / "changes_compared.png", detect=detect, dates=dates, max_size=max_size)
+    ours = (compare / "transitions.csv").is_file()
+    compared = _figure(comparison, "the current method's changes by transition; deltacd's changes by kind; where the two "
+                                   "agree" if ours else "the current method's changes (post-classification), by transition")
+    out["maps"] = (done.get("maps") or "") + maps_html + ("" if ours else compared)
+    lc_rows = maps.read_csv(compare / "landcover_transitions.csv") if (compare / "landcover_transitions.csv").is_file() else []
+    body = ""
+    if ours:
+        rows = maps.read_csv(compare / "transitions.csv")
+        kinds = study.get("change_kinds") or {}
+        if kinds:
+            total = kinds["all"]
+            within = kinds.get("within class", {})
+            setting = study.get("within_class", "apart")
+            counted = ("counted apart, not as land-cover change" if setting == "apart" else
+                       "counted as change" if setting == "change" else f"counted as change for {', '.join(setting)} only")
+            body += (f"<p>Of deltacd's {total['polygons']:,} change polygons ({_ha(total['area_ha'])} ha), "
+                     f"{kinds['transition']['polygons']:,} ({_ha(kinds['transition']['area_ha'])} ha) change class between "
+                     f"the two land-cover maps (transitions) and {within.get('polygons', 0):,} "
+                     f"({_ha(within.get('area_ha', 0))} ha) keep their class: changes within a class (a new roof on a roof, "
+                     f"a crop after a crop), {counted} (setting <code>within_class: {html.escape(str(setting))}</code>)"
+                     + (f"; {kinds['unknown']['polygons']:,} lie outside the land-cover maps" if kinds.get("unknown", {}).get("polygons")
+                        else "") + ".</p>")
+        counted_rows = [r for r in rows if r["zone"] == "all" and r.get("counts_as_change", "True") == "True"]
+        within_rows = [r for r in rows if r["zone"] == "all" and r.get("change_kind") == "within class"]
+        body += _figure(maps.bar_figure([r["transition"] for r in counted_rows[:15]], [float(r["area_ha"]) for r in counted_rows[:15]],
+                                        figures / "transitions.png", xlabel="ha", title="deltacd's changes that count as change, "
+                                        "per transition"), "areas per transition (changes within a class apart)")
+        if within_rows:
+            body += _figure(maps.bar_figure([r["transition"] for r in within_rows], [float(r["area_ha"]) for r in within_rows],
+                                            figures / "within_class.png", xlabel="ha", title="deltacd's changes within a class"),
+                            "changes within a class: the class is the same at both dates")
+        body += _matrices(rows, caption="deltacd's changes by from/to class (ha)", diagonal="changes within a class",
+                          order=order)
+        body += _table([{**r, "area_ha": _ha(float(r["area_ha"]))} for r in rows],
+                       ["zone", "transition", "change_kind", "counts_as_change", "polygons", "area_ha"], limit=40)
+    if lc_rows:
+        changed = [r for r in lc_rows if r["zone"] == "all" and r["changed"] == "True"]
+        if not ours:
+            body += _figure(maps.bar_figure([r["transition"] for r in changed[:15]], [float(r["area_ha"]) for r in changed[:15]],
+                                            figures / "transitions.png", xlabel="ha",
+                                            title="land-cover transitions between the two maps"),
+                            "areas per transition of the land-cover maps (the current method's changes)")
+        pcc = study.get("post_classification_changes") or {}
+        if pcc:
+            body += (f"<p>The current method (the land-cover maps compared class by class) changes "
+                     f"{_ha(sum(float(r['area_ha']) for r in changed))} ha, in {pcc['polygons']:,} polygons "
+                     f"(<code>post_classification_changes.gpkg</code>, layer <code>changes</code>).</p>")
+        body += _matrices(lc_rows, caption="the land-cover maps' from/to matrix: the current method (ha)",
+                          diagonal="unchanged", order=order)
+    out["transitions"] = body
+    if ours:
+        by_zone = maps.read_csv(compare / "agreement_by_zone.csv")
+        body = compared + _figure(maps.agreement_figure(by_zone, figures / "agreement_zones.png", title="change area per zone"),
+                                  "agreement with the current method per zone") + _table(by_zone)
+        if (compare / "agreement_by_transition.csv").is_file():
+            by_transition = maps.read_csv(compare / "agreement_by_transition.csv")
+            body += _figure(maps.agreement_figure(by_transition, figures / "agreement_transitions.png", key="transition",
+                                                  title="change area per transition"), "agreement per transition")
+            body += _table(by_transition, limit=20)
+        out["agreement"] = body
+    elif lc_rows:
+        out["agreement"] = _none("no detect step: the land-cover maps are compared with each other only")
+    return out
+
+
+def _damage_evaluation(damage: Path, evaluation: Path, figures: Path, dates, max_size: int) -> str:
+    """Our grades against the reference study: the map per building, the confusion matrix, counts per grade and zone."""
+    metrics = _json(evaluation / "damage_metrics.json")
+    if not metrics:
+        return ""
+    f1, kappa = metrics["damaged_f1"], metrics["weighted_kappa"]
+    ci = f" (95 % CI {f1['ci_low']:.3f} - {f1['ci_high']:.3f})" if f1.get("ci_low") is not None else ""
+    b = metrics["buildings"]
+    body = (f"<p>Against the reference study: damaged-vs-undamaged F1 {_fmt(f1['value'])}{ci}, weighted kappa "
+            f"{_fmt(kappa['value'])}, {b['graded_on_both']:,} buildings graded in both ({b['matched']:,} matched, "
+            f"{b['only_ours']:,} only in ours, {b['only_reference']:,} only in the reference; join: {html.escape(metrics['join'])}).</p>")
+    body += _figure(maps.damage_comparison_map(damage, evaluation, figures / "damage_compared.png", date=dates[1], max_size=max_size),
+                    "the reference study's grade, deltacd's and their agreement, per building (agreement.gpkg: building_id, "
+                    "reference_id)")
+    confusion = metrics["confusion"]
+    grades = confusion["grades"]
+    counts = confusion["counts"]
+    head = "".join(f"<th>{html.escape(g)}</th>" for g in grades)
+    rows = "".join(f"<tr><th>{html.escape(g)}</th>" + "".join(
+        f"<td class='{'diag' if i == j else ''}'>{counts[i][j]:,}</td>" for j in range(len(grades)))
+        + f"<td class='total'>{sum(counts[i]):,}</td></tr>" for i, g in enumerate(grades))
+    totals = "".join(f"<td>{sum(row[j] for row in counts):,}</td>" for j in range(len(grades)))
+    body += (f"<table class='matrix'><caption>Confusion matrix of grades (buildings graded in both)</caption>"
+             f"<tr><th>reference \\ deltacd</th>{head}<th>total</th></tr>{rows}<tr class='total'><th>total</th>{totals}"
+             f"<td>{sum(map(sum, counts)):,}</td></tr></table><p class='none'>Rows: the reference study's grade; columns: "
+             "deltacd's; shaded: the same grade.</p>")
+    per_grade = maps.read_csv(evaluation / "per_grade.csv")
+    body += _table(per_grade, ["grade", "reference_buildings", "our_buildings", "precision", "recall", "f1", "f1_ci_low",
+                               "f1_ci_high"], limit=10)
+    if (evaluation / "per_zone.csv").is_file():
+        per_zone = [r for r in maps.read_csv(evaluation / "per_zone.csv") if r["zone"] != "all"]
+        if per_zone:
+            grade_names = list(dict.fromkeys(r["grade"] for r in per_zone))
+            table = []
+            for zone in dict.fromkeys(r["zone"] for r in per_zone):
+                row: dict[str, Any] = {"zone": zone}
+                for r in (r for r in per_zone if r["zone"] == zone):
+                    row[r["grade"]] = f"{int(r['our_buildings']):,} / {int(r['reference_buildings']):,}"
+                table.append(row)
+            body += "<p>Buildings per zone and grade: deltacd / the reference study.</p>" + _table(table, ["zone", *grade_names],
+                                                                                                      limit=200)
+    return body
 
 
 def render(title: str, sections: dict[str, str], webmap: bool) -> str:

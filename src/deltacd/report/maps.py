@@ -327,7 +327,7 @@ def landcover_maps(overview: Path, path: Path, *, dates: tuple[str | None, str |
         values = src.read().astype(np.int32)
         names = json.loads(src.tags().get("classes", "[]"))
     values[values == 255] = -1
-    colours = palette_of(len(names))
+    colours = landcover_colours(names)
     extent = _extent(grid)
     present = sorted({int(v) for v in np.unique(values) if v >= 0})
     aspect = grid.height / grid.width
@@ -351,6 +351,37 @@ def palette_of(n: int) -> list[str]:
     return palette(n)
 
 
+#: Usual land-cover colours, by a word in the class name (first match wins; French and English names).
+LANDCOVER_HINTS = (
+    (("no-label", "no label", "unknown", "nodata", "non class"), "#f0f0f0"),
+    (("piscine", "pool"), "#9ecae1"),
+    (("eau", "water", "mer", "sea"), "#2171b5"),
+    (("bati", "bâti", "built", "building", "construction"), "#d7301f"),
+    (("imperm", "route", "road", "bitume", "asphalt"), "#737373"),
+    (("permeable", "perméable"), "#bcbddc"),
+    (("conif",), "#00441b"),
+    (("feuillus", "forest", "forêt", "foret", "tree", "arbre"), "#238b45"),
+    (("vegetation", "végétation", "vegetal", "végétal"), "#41ab5d"),
+    (("brouss", "shrub", "ligneux", "herba", "grass", "prairie"), "#a1d99b"),
+    (("coupe", "clear"), "#8c6d31"),
+    (("vigne", "vine"), "#ae017e"),
+    (("culture", "crop", "agri"), "#fed976"),
+    (("labour", "plough", "tilled"), "#e6ab02"),
+    (("sol", "bare", "minera", "nu", "sand", "sable"), "#d9b38c"),
+)
+
+
+def landcover_colours(names: list[str]) -> list[str]:
+    """A colour per land-cover class: the usual one when its name says what it is (:data:`LANDCOVER_HINTS`),
+    else one of :func:`deltacd.report.figures.palette` not given to another class."""
+    chosen: list[str | None] = []
+    for name in names:
+        words = name.lower()
+        chosen.append(next((colour for keys, colour in LANDCOVER_HINTS if any(k in words for k in keys)), None))
+    spare = [c for c in palette_of(len(names) + len(LANDCOVER_HINTS)) if c not in chosen]
+    return [c if c is not None else spare.pop(0) for c in chosen]
+
+
 def comparison_maps(compare: Path, path: Path, *, detect: Path | None = None, dates: tuple[str | None, str | None] = (None, None),
                     max_size: int = 1400) -> Path | None:
     """The current method's changes by transition, ours by kind (a transition, a change within a class), and
@@ -367,8 +398,9 @@ def comparison_maps(compare: Path, path: Path, *, detect: Path | None = None, da
     extent = _extent(grid)
     panels = 3 if detect is not None and ours_path.is_file() else 1
     aspect = grid.height / grid.width
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels if panels > 1 else 9, (6.2 if panels > 1 else 9) * aspect + 2.6),
-                             constrained_layout=True, squeeze=False)
+    width = 5.8 if panels > 1 else 9.0  # inches per panel
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels + 0.4, width * aspect + 1.8), constrained_layout=True,
+                             squeeze=False)
     axes = axes[0]
     # the current method: its change polygons, by transition
     pcc = gpd.read_file(pcc_path, layer="changes")
@@ -465,7 +497,7 @@ def damage_comparison_map(run: Path, evaluation: Path, path: Path, *, date: str 
     grades = list(GRADE_COLOURS)
     grade_colours = [GRADE_COLOURS[g] for g in grades]
     aspect = grid.height / grid.width
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6 * aspect + 1.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.6 * aspect + 1.3), constrained_layout=True)
     panels = [("reference study's grade", layer[layer["source"] == "reference"], "reference_grade"),
               ("deltacd's grade", layer[layer["in_ours"].astype(bool)], "our_grade")]
     for ax, (title, part, field) in zip(axes[:2], panels, strict=True):

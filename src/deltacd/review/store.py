@@ -145,15 +145,7 @@ class ReviewStore:
 
     def latest(self) -> dict[int, int]:
         """The answer that counts for each reviewed object: ``object_id -> answer``."""
-        if not self.path.exists():
-            return {}
-        db = self._connect()
-        try:
-            rows = db.execute(f'SELECT object_id, answer FROM "{LAYER}" WHERE fid IN '
-                              f'(SELECT MAX(fid) FROM "{LAYER}" GROUP BY object_id)').fetchall()
-        finally:
-            db.close()
-        return {int(o): int(a) for o, a in rows}
+        return latest_answers(self.path.parent)
 
     def history(self) -> gpd.GeoDataFrame:
         """Every answer, oldest first."""
@@ -168,4 +160,21 @@ class ReviewStore:
         return {"objects": len(latest), **{str(k): int((values == k).sum()) for k in self.allowed}}
 
 
-__all__ = ["LAYER", "STORE", "Answer", "ReviewStore"]
+def latest_answers(run_dir: str | Path) -> dict[int, int]:
+    """The answer that counts for each object reviewed on the run in ``run_dir`` (empty when none was given).
+
+    The same answers given twice give the same result, so a study can tell new answers from a rerun.
+    """
+    path = Path(run_dir) / STORE
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    try:
+        rows = db.execute(f'SELECT object_id, answer FROM "{LAYER}" WHERE fid IN '
+                          f'(SELECT MAX(fid) FROM "{LAYER}" GROUP BY object_id)').fetchall()
+    finally:
+        db.close()
+    return {int(o): int(a) for o, a in rows}
+
+
+__all__ = ["LAYER", "STORE", "Answer", "ReviewStore", "latest_answers"]

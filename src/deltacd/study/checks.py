@@ -14,6 +14,7 @@ step as it starts), and the field of a polygon change reference or current chang
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ def _values(path: Path, field: str) -> list[Any]:
     return frame[field].tolist()
 
 
+def _given(value) -> bool:
+    """False for an empty cell (None, NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def _shown(values, limit: int = 8) -> str:
     values = sorted(values, key=str)
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
@@ -78,7 +84,7 @@ def grade_problems(path: Path, field: str, table: str, where: str) -> list[Delta
         lookup = load_grade_table(table)
     except DeltacdError as exc:
         return [type(exc)(f"{where}: inputs.damage_grade_table: {exc}")]
-    distinct = {v for v in _values(path, field) if v is not None and v == v}  # NaN != NaN: no grade
+    distinct = {v for v in _values(path, field) if _given(v)}
     unknown = []
     for v in distinct:
         try:
@@ -127,7 +133,7 @@ def landcover_problems(inputs, ignore_value: int | None, where: str) -> list[Del
                 problems.append(problem)
                 continue
             if declared:
-                values = {v for v in _values(path, inputs.landcover_field) if v is not None and v == v}
+                values = {v for v in _values(path, inputs.landcover_field) if _given(v)}
                 known = set(map(str, declared.values())) | {str(c) for c in declared}
                 unknown = sorted({v for v in values if str(int(v) if isinstance(v, float) and v.is_integer() else v)
                                   not in known}, key=str)

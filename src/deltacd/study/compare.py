@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -46,7 +46,6 @@ from deltacd.io.vectors import read_vector, write_layer
 from deltacd.outputs.layout import DetectOutputs
 from deltacd.report.figures import palette
 from deltacd.study.checks import is_vector
-from deltacd.study.config import StudyConfig
 from deltacd.study.fromto import (
     Classes,
     FromToOptions,
@@ -59,6 +58,9 @@ from deltacd.study.fromto import (
     write_transitions,
     zone_names,
 )
+
+if TYPE_CHECKING:  # a type only: the study file's reader imports this module (one-way)
+    from deltacd.study.config import StudyConfig
 
 #: Our change polygons with their from/to classes (layer ``changes``, as in the detect run's ``changes.gpkg``).
 FROMTO_GPKG = "changes_fromto.gpkg"

@@ -33,16 +33,21 @@ relative to the study file)::
       evaluate: {n_boot: 500}
       damage: {method: change, buffer_m: 1}
       evaluate-damage: {}
+      refine: {labels: [reviewed.gpkg]}  # the analyst's answers (deltacd review) make the map better
       report: {title: ...}
 
 A step's options are its verb's flags without the dashes (``min_area_m2`` or ``min-area-m2`` for
 ``--min-area-m2``), the earlier flag spellings (``min-area``, ``buffer``) included: they are stored
 under the field's name, so the two spellings are one setting (:func:`deltacd.config.canonical_keys`).
 
-Steps run in the order detect, damage, compare, evaluate, evaluate-damage, report, whatever the
+Steps run in the order detect, damage, refine, compare, evaluate, evaluate-damage, report, whatever the
 order in the file. Before anything runs, the whole file is checked and every problem is reported at
-once (one line): a step without the input it needs (compare without land-cover maps or a current
-change layer, with the key to add), missing input files, options a step's verb does not accept.
+once (one line): unknown keys and bad values anywhere in the file, a step without the input it needs
+(compare without land-cover maps or a current change layer, with the key to add), missing input
+files, options a step's verb does not accept, and what the files hold
+(:mod:`deltacd.study.checks`: the fields named in ``inputs``, the damage reference's grades against
+its grade table, the land-cover codes against ``landcover_classes``). ``output`` may be left out
+when the folder is given on the command line (``deltacd run STUDY.yaml -o DIR``).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from deltacd.errors import DeltacdError, InputError, MissingInputError
 from deltacd.study.checks import value_problems
 
 #: The steps a study can run, in the order they run.
-STEPS = ("detect", "damage", "compare", "evaluate", "evaluate-damage", "report")
+STEPS = ("detect", "damage", "refine", "compare", "evaluate", "evaluate-damage", "report")
 
 #: Earlier spellings of each step's options (flag names of former versions) -> their field.
 STEP_ALIASES = {"detect": DetectOptions.aliases, "damage": {**DetectOptions.aliases, **DAMAGE_ALIASES}}
@@ -228,6 +233,9 @@ def load_study(source: str | Path | dict[str, Any], *, output: str | Path | None
         for key in ("model", "localisation_model"):
             if key in checked[name]:
                 checked[name][key] = _absolute(checked[name][key], base)
+        if name == "refine" and "labels" in checked[name]:  # label files, relative to the study file like inputs
+            labels = checked[name]["labels"]
+            checked[name]["labels"] = [_absolute(p, base) for p in ([labels] if isinstance(labels, str) else labels)]
     values["steps"] = checked
     config = _validated(StudyConfig, values, where, problems, {"name": "study", "output": values["output"]})
     if config is None:
@@ -261,6 +269,9 @@ def study_problems(config: StudyConfig, where: str) -> list[DeltacdError]:
             problems.append(InputError(f"{where}: step {step} needs {hint}; add it to the study file or drop the step"))
     if "evaluate-damage" in config.steps and "damage" not in config.steps:
         problems.append(InputError(f"{where}: step evaluate-damage grades the damage step's buildings; add steps.damage"))
+    if "refine" in config.steps and not {"detect", "damage"} & set(config.steps):
+        problems.append(InputError(f"{where}: step refine learns from the answers given on the detect or damage step's "
+                                   "run (deltacd review STUDY_OUT/detect); add steps.detect or steps.damage"))
     if "evaluate" in config.steps and "detect" not in config.steps:
         problems.append(InputError(f"{where}: step evaluate scores the detect step's change map; add steps.detect"))
     if ("detect" in config.steps or "damage" in config.steps) and (inputs.before is None or inputs.after is None):

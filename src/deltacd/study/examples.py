@@ -11,7 +11,8 @@ downloaded; only what the studies need that the data sets do not carry as georef
   ``test_patch_data.geojson``: the sample's ``test_zone_data.shp`` zones lie 20 km south-east of
   the tiles, on the change masks whose images are missing);
 * ``ida/``: the Ida-BD tile ``AOI1-tile_2-4`` (hurricane Ida, Louisiana 2021) as a georeferenced
-  pair with its building footprints, grades and xView2 masks (:mod:`deltacd.damage.xbd`).
+  pair with its building footprints, grades and xView2 masks (:mod:`deltacd.damage.xbd`), and the
+  tile's four quarters as zones (``quarters.gpkg``, field ``quarter``), standing in for communes.
 """
 
 from __future__ import annotations
@@ -101,12 +102,18 @@ def prepare_oscd(data: Path, out: Path, city: str = "bordeaux") -> Path:
     write_raster(out / "reference.tif", np.where(label == 2, 1, 0).astype(np.uint8), profile, None)
     write_raster(out / "landcover_1.tif", rule_land_cover(folder / "imgs_1", profile), profile, 0)
     write_raster(out / "landcover_2.tif", rule_land_cover(folder / "imgs_2", profile), profile, 0)
+    write_quarters(out / "quarters.gpkg", bounds, profile["crs"])
+    return out
+
+
+def write_quarters(path: Path, bounds, crs) -> Path:
+    """The four quarters of ``bounds`` as zones (field ``quarter``: north-west ... south-east)."""
     cx, cy = (bounds.left + bounds.right) / 2, (bounds.bottom + bounds.top) / 2
     quarters = [("north-west", (bounds.left, cy, cx, bounds.top)), ("north-east", (cx, cy, bounds.right, bounds.top)),
                 ("south-west", (bounds.left, bounds.bottom, cx, cy)), ("south-east", (cx, bounds.bottom, bounds.right, cy))]
     gpd.GeoDataFrame({"quarter": [q for q, _ in quarters]}, geometry=[shapely.box(*b) for _, b in quarters],
-                     crs=profile["crs"]).to_file(out / "quarters.gpkg")
-    return out
+                     crs=crs).to_file(path)
+    return path
 
 
 def prepare_ign(data: Path, out: Path) -> Path:
@@ -126,6 +133,8 @@ def prepare_ign(data: Path, out: Path) -> Path:
 def prepare_ida(data: Path, out: Path, tile: str = "AOI1-tile_2-4") -> Path:
     """One Ida-BD tile as a georeferenced pair with footprints, grades and xView2 masks."""
     written = write_xbd_tile(data / "xbd-hurricanes-idabd_dahitra" / "IdaBD", tile, out, event="ida")
+    with rasterio.open(written.before) as src:
+        write_quarters(written.before.parent / "quarters.gpkg", src.bounds, src.crs)
     return written.before.parent
 
 

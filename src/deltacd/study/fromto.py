@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from rasterio.features import shapes
@@ -109,7 +108,7 @@ def zone_names(zones: gpd.GeoDataFrame | None, zone_field: str | None) -> list[s
 
 def attribute_transitions(changes: gpd.GeoDataFrame, grid: Grid, before: LabelSource, after: LabelSource, classes: Classes,
                           *, zones: gpd.GeoDataFrame | None = None, zone_field: str | None = None,
-                          options: FromToOptions = FromToOptions(), rows: int = 1024) -> gpd.GeoDataFrame:
+                          options: FromToOptions | None = None, rows: int = 1024) -> gpd.GeoDataFrame:
     """``changes`` with ``from_class``, ``from_share``, ``to_class``, ``to_share``, ``transition``, ``change_kind``
     (:data:`TRANSITION`, :data:`WITHIN` or :data:`UNKNOWN`), ``counts_as_change`` (``options``), ``area_ha`` and ``zone``."""
     n, k = len(changes), len(classes.codes)
@@ -136,7 +135,7 @@ def attribute_transitions(changes: gpd.GeoDataFrame, grid: Grid, before: LabelSo
     out["transition"] = out["from_class"] + " -> " + out["to_class"]
     unknown = (out["from_class"] == "unknown") | (out["to_class"] == "unknown")
     out["change_kind"] = np.where(unknown, UNKNOWN, np.where(out["from_class"] == out["to_class"], WITHIN, TRANSITION))
-    out["counts_as_change"] = options.counted(out["change_kind"].to_numpy(), out["from_class"].to_numpy())
+    out["counts_as_change"] = (options or FromToOptions()).counted(out["change_kind"].to_numpy(), out["from_class"].to_numpy())
     area = out["area_m2"] if "area_m2" in out.columns else out.geometry.area * (grid.res_m / grid.res[0]) ** 2
     out["area_ha"] = np.round(np.asarray(area, dtype=float) / 1e4, 6)
     out["zone"] = assign_zones(out, zones, zone_field)

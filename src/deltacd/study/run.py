@@ -126,6 +126,8 @@ def run_study(study: str | Path | StudyConfig | dict, *, out_dir: str | Path | N
                 if progress is not None:
                     progress("steps", len(outcomes), len(config.ordered_steps()))
                 step_functions.run_step(name, config, folder, progress)
+                if name in step_functions.WRITES_ITS_INPUTS:  # recorded as they are once it ran
+                    record = step_functions.record_of(name, config, records)
                 seconds = round(time.perf_counter() - begun, 3)
                 path.write_text(dumps({"digest": record_digest(record), "record": record, "seconds": seconds,
                                        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}))

@@ -15,19 +15,25 @@ from __future__ import annotations
 import inspect
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltacd.config import DetectOptions, build_options
 from deltacd.errors import DeltacdError, InputError
-from deltacd.study.config import StudyConfig
+
+if TYPE_CHECKING:  # a type only: the study file's reader imports this module (one-way)
+    from deltacd.study.config import StudyConfig
 
 #: The inputs each step reads (its record fingerprints them), and the steps it depends on.
+#: Steps that change what they read: refine merges its label files into the reviewed run's store.
+WRITES_ITS_INPUTS = frozenset({"refine"})
+
 READS = {
     "detect": (("before", "after", "aoi"), ()),
     "damage": (("before", "after", "aoi", "buildings", "zones"), ()),
     "compare": (("landcover_before", "landcover_after", "current_change", "zones", "reference"), ("detect",)),
     "evaluate": (("reference", "zones"), ("detect",)),
     "evaluate-damage": (("damage_reference", "damage_reference_localisation", "damage_reference_damage", "zones"), ("damage",)),
+    "refine": ((), ("detect", "damage")),
     "report": ((), ("detect", "damage", "compare", "evaluate", "evaluate-damage")),
 }
 
@@ -83,6 +89,10 @@ def _check_options(name: str, options: dict[str, Any], config: StudyConfig, sour
         from deltacd.report.html import write_report
 
         _signature_check(write_report, options)
+    elif name == "refine":
+        from deltacd.review.refine import refine
+
+        _signature_check(refine, options)
 
 
 def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -98,8 +108,18 @@ def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]
     others = {"bands_before": config.inputs.bands_before, "bands_after": config.inputs.bands_after, "crs": config.crs,
               "fields": {f.name: getattr(config.inputs, f.name) for f in fields(config.inputs)
                          if f.name.endswith(("_field", "_classes", "_table")) or f.name.startswith("date_")}}
+    if name == "refine":  # new answers in the run's review store make the step out of date
+        from deltacd.review.store import latest_answers
+
+        inputs["review_store"] = sorted(latest_answers(reviewed_run(config)).items())
+        inputs["labels"] = [fingerprint(p) for p in config.steps[name].get("labels", ())]
     return {"step": name, "inputs": inputs, "options": config.steps[name], "settings": others,
             "upstream": {d: upstream[d] for d in depends if d in upstream}}
+
+
+def reviewed_run(config: StudyConfig) -> Path:
+    """The run the analyst reviews: the detect step's, else the damage step's (``deltacd review`` on it)."""
+    return config.output_dir / ("detect" if "detect" in config.steps else "damage")
 
 
 def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> None:
@@ -135,6 +155,10 @@ def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> Non
         evaluate_damage(out / "damage", i.damage_reference, folder, reference_field=i.damage_reference_field,
                         grade_table=i.damage_grade_table, reference_masks=masks, overwrite=True,
                         **{**{k: v for k, v in extra.items() if v is not None}, **options})
+    elif name == "refine":
+        from deltacd.review.refine import refine
+
+        refine(reviewed_run(config), out_dir=folder, overwrite=True, progress=progress, **options)
     elif name == "report":
         from deltacd.report.html import write_report
 

@@ -29,7 +29,7 @@ from deltacd.study.examples import prepare_examples
 from deltacd.study.fromto import Classes, attribute_transitions
 from deltacd.study.run import run_study
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
