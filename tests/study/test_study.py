@@ -509,3 +509,31 @@ def test_the_damage_agreement_carries_the_building_ids_and_the_zones(tmp_path):
     assert rows[("all", "destroyed")]["our_buildings"] == "1" and rows[("all", "destroyed")]["reference_buildings"] == "1"
     assert rows[("Basse-Terre", "major")] == {"zone": "Basse-Terre", "grade": "major", "reference_buildings": "1",
                                               "our_buildings": "1", "same_grade": "1"}
+
+
+@pytest.mark.slow  # a whole study, twice
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_study_stopped_by_a_full_disk_resumes_from_its_last_complete_step(example_data, tmp_path):
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # 12 MB: detect, compare and evaluate fit (about 7 MB), the report (about 14 MB) does not
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs was refused here")
+    try:
+        command = [sys.executable, "-m", "deltacd", "run", str(example_data / "coast_landcover_oscd.yaml"),
+                   "-o", str(disk / "study"), "-q"]
+        first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert first.returncode == 1 and first.stderr.strip().count("\n") == 0, first.stderr
+        assert "no space left on" in first.stderr and "Traceback" not in first.stderr
+        assert not (disk / "study" / "report").exists() and not list((disk / "study").glob(".*partial"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # space freed
+        second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 0, second.stderr
+        steps = {s["name"]: s["status"] for s in json.loads((disk / "study" / "study.json").read_text())["steps"]}
+        assert steps == {"detect": "skipped (up to date)", "compare": "skipped (up to date)",
+                         "evaluate": "skipped (up to date)", "report": "ran"}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
