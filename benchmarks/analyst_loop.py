@@ -12,7 +12,9 @@ reviewed (the reviewed ones are known without any model), pooled over the pairs 
 
 - the base run (``cva``, ``irmad``, ``tinycd``): the run's own change mask;
 - ``majority``: every unreviewed pixel given the majority answer of the reviews (the trivial map);
-- ``refined``: each object's class from the classifier (probability >= 0.5); at k = 0 the run's mask.
+- ``refined``: each object's class from the classifier (probability >= 0.5); at k = 0 the run's mask;
+- ``ceiling``: every object at the majority of its labelled pixels (what a perfect classifier of the
+  objects would map: the most the loop can reach with these objects).
 
 Data (../shared/data): OSCD (the 7 cities with raw bands; B02, B03, B04, B08 at 10 m), DSIFN (10
 crops, 2 m), LEVIR-CD (11 crops, 0.5 m), EGY-BCD (9 crops), Landsat TM (Nanjing, Taizhou: 6 bands
@@ -240,8 +242,10 @@ def loop(table, answer: np.ndarray, evaluate, threshold, strategy: str, seed: in
 
 
 def detect_evaluator(table, truth, groups):
+    majority_truth = truth["gt"] >= 0.5 * truth["pixels"]  # what the analyst would answer: the objects' ceiling
+
     def evaluate(keep, answers, model):
-        result = {"base": base_confusion(truth, keep)}
+        result = {"base": base_confusion(truth, keep), "ceiling": confusion(majority_truth, truth, keep)}
         if answers:
             values = np.array(list(answers.values()))
             result["majority"] = confusion(np.full(len(table), values.mean() >= 0.5), truth, keep)
@@ -277,6 +281,9 @@ def write_table(path: Path, results: dict, header: str, base: str) -> None:
                 cells = [_cell([f1(per["pooled"][strategy][seed][k][name]) for seed in SEEDS
                                 if name in per["pooled"][strategy][seed].get(k, {})]) for k in KS]
                 lines.append(f"| {strategy} | {base if name == 'base' else name} | " + " | ".join(cells) + " |")
+        if "ceiling" in per["pooled"]["model"][SEEDS[0]].get(0, {}):
+            cells = [_cell([f1(per["pooled"]["model"][seed][k]["ceiling"]) for seed in SEEDS]) for k in KS]
+            lines.append("| (any) | ceiling: every object at its majority truth | " + " | ".join(cells) + " |")
         timing = (f"seconds: detect {per['seconds']['detect']:.1f}, objects and features "
                   f"{per['seconds']['features']:.1f}, loop {per['seconds']['loop']:.1f}; objects per scene "
                   f"{min(per['objects'])}-{max(per['objects'])}")
@@ -295,17 +302,16 @@ def write_table(path: Path, results: dict, header: str, base: str) -> None:
 def yolo_tile(stem: str, out: Path, origin: tuple[float, float]):
     """One tile of xbd-other-events_bennit99 (pre/, post/, YOLO polygons in labels/) as a georeferenced pair and
     footprints with grades (class 0-3 the grade, 4 un-classified: -1), like :func:`write_xbd_tile`."""
-    from deltacd.damage.xbd import DEFAULT_CRS, XBD_RESOLUTION  # noqa: F401  (same grid as the other tiles)
-    from deltacd.datasets.xbd_tiles import XbdTile
+    from deltacd.datasets.xbd_tiles import DEFAULT_CRS, XBD_RESOLUTION, XbdTile
 
     root = DATA / "xbd-other-events_bennit99"
     out.mkdir(parents=True, exist_ok=True)
-    transform = Affine(0.5, 0.0, origin[0], 0.0, -0.5, origin[1])
+    transform = Affine(XBD_RESOLUTION, 0.0, origin[0], 0.0, -XBD_RESOLUTION, origin[1])
     paths = []
     for date, name in (("pre", "before.tif"), ("post", "after.tif")):
         rgb = np.array(Image.open(root / date / f"{stem}_{date}_disaster.png").convert("RGB")).transpose(2, 0, 1)
         with rasterio.open(out / name, "w", driver="GTiff", width=rgb.shape[2], height=rgb.shape[1], count=3,
-                           dtype="uint8", crs="EPSG:32615", transform=transform, photometric="RGB") as dst:
+                           dtype="uint8", crs=DEFAULT_CRS, transform=transform, photometric="RGB") as dst:
             dst.write(rgb)
         paths.append(out / name)
         h, w = rgb.shape[1:]
@@ -323,7 +329,7 @@ def yolo_tile(stem: str, out: Path, origin: tuple[float, float]):
         grades.append(int(values[0]) if int(values[0]) <= 3 else -1)
     buildings = out / "buildings.gpkg"
     gpd.GeoDataFrame({"building_id": [f"{stem}-{i}" for i in range(len(geoms))], "grade": grades},
-                     geometry=geoms, crs="EPSG:32615").to_file(buildings, layer="buildings")
+                     geometry=gpd.GeoSeries(geoms, crs=DEFAULT_CRS)).to_file(buildings, layer="buildings")
     return XbdTile(event=stem.rsplit("_", 1)[0], tile=stem, before=paths[0], after=paths[1], buildings=buildings,
                    localisation=buildings, damage_mask=buildings)
 
@@ -397,6 +403,9 @@ def write_damage_table(path: Path, results: dict, header: str) -> None:
         scored = [int(np.mean([damage_scores(per["pooled"]["model"][seed][k]["base"])[2] for seed in SEEDS])) for k in KS]
         lines += [("buildings scored (not reviewed, graded by the run, reference grade known), model suggestions: "
                    + ", ".join(f"k={k}: {n}" for k, n in zip(KS, scored, strict=True))), ""]
+        if per.get("end_to_end"):
+            lines += ["public path (write_suggestions 10, labels = true grades, refine, one ReviewSession click) on "
+                      + per["end_to_end"], ""]
         lines += [(f"seconds: damage {per['seconds']['detect']:.1f}, objects and features {per['seconds']['features']:.1f}, "
                    f"loop {per['seconds']['loop']:.1f}"), ""]
         lines += ["per tile, model suggestions, seed 0 (damaged F1 of the run / refined at k=" + ",".join(map(str, KS))
@@ -406,6 +415,33 @@ def write_damage_table(path: Path, results: dict, header: str) -> None:
                          + f"; {row['buildings']} buildings")
         lines.append("")
     path.write_text("\n".join(lines))
+
+
+def damage_end_to_end(out: Path, truth_of: dict[int, int], work: Path) -> str:
+    """The public path on one damage run: ``write_suggestions`` (10 buildings), the labels filled with the true
+    grades (un-classified left empty), ``refine``, a ``ReviewSession`` click; one line saying what happened."""
+    from deltacd.errors import DeltacdError
+    from deltacd.review.refine import refine, write_suggestions
+    from deltacd.review.session import ReviewSession
+
+    try:
+        path = write_suggestions(out, 10, work / "suggestions.gpkg", overwrite=True)
+        frame = gpd.read_file(path, layer="suggestions")
+        grades = [truth_of.get(int(i), -1) for i in frame["object_id"]]
+        frame["label"] = [g if g >= 0 else None for g in grades]
+        frame.to_file(work / "labels.gpkg", layer="suggestions")
+        result = refine(out, [work / "labels.gpkg"], work / "refined", overwrite=True)
+        refined = gpd.read_file(work / "refined" / "buildings.gpkg", layer="buildings")
+        session = ReviewSession(out)
+        nxt = session.next(1)
+        session.answer(int(nxt.index[0]), max(truth_of.get(int(nxt.index[0]), 0), 0))
+        session.close()
+        review = result.record["review"]
+        return (f"ok: 10 suggested, {review['objects_reviewed']} reviewed (per grade {review['per_class']}), "
+                f"{len(refined)} buildings refined ({int(refined['reviewed'].sum())} marked reviewed), "
+                f"cross-validated accuracy {review['cross_validated'].get('accuracy')}; one click stored")
+    except DeltacdError as exc:
+        return f"refused with one line: {exc}"
 
 
 def run_damage(groups_run: list[str], args, work: Path, name: str, header: str, groups) -> int:
@@ -452,6 +488,10 @@ def run_damage(groups_run: list[str], args, work: Path, name: str, header: str, 
                             "base": damage_scores(scores[0]["base"])[0], "buildings": len(table),
                             "refined": [damage_scores(scores[k]["refined"])[0] if k in scores else float("nan") for k in KS]}
             t3 = time.perf_counter()
+            if not per["scenes"]:  # the first tile of the group also goes through the public path
+                per["end_to_end"] = f"{tile.tile}: " + damage_end_to_end(
+                    out, dict(zip(table.ids.tolist(), truth.tolist(), strict=True)), work / group / "e2e")
+                print(per["end_to_end"], flush=True)
             per["scenes"].append(tile.tile)
             per["objects"].append(len(table))
             per["graded"].append(int((truth >= 0).sum()))
@@ -465,7 +505,7 @@ def run_damage(groups_run: list[str], args, work: Path, name: str, header: str, 
         write_damage_table(RESULTS / f"{name}.md", results, header)
         (RESULTS / f"{name}.json").write_text(json.dumps(
             {g: {"scenes": p["scenes"], "seconds": p["seconds"], "objects": p["objects"], "graded": p["graded"],
-                 "per_scene": p["per_scene"],
+                 "per_scene": p["per_scene"], "end_to_end": p.get("end_to_end"),
                  "scores": {s: {str(seed): {str(k): {m: dict(zip(("damaged_f1", "macro_f1", "buildings"), damage_scores(c)))
                                                      for m, c in maps.items()} for k, maps in p["pooled"][s][seed].items()}
                                 for seed in SEEDS} for s in STRATEGIES}} for g, p in results.items()}, indent=1))
@@ -593,22 +633,33 @@ def write_scale_table(saved: dict) -> None:
             cells.append("-" if r is None else f"{r['seconds']:.1f} / {r['peak_mib']:.0f} / {r.get('load', float('nan')):.1f}")
         objects = row.get("features", {}).get("objects", "-")
         lines.append(f"| {size} | {int(size) ** 2 / 1e6:.0f} | {objects} | " + " | ".join(cells) + " |")
-    lines += ["", ("Peak memory against pixels (least squares over the sizes measured; MiB per 100 Mpx) and projected "
-                   "to 40 000 px (1 600 Mpx):"), "",
-              ("| step | sizes | MiB at the smallest | MiB at the largest | slope MiB / 100 Mpx "
-               "| projected MiB at 40 000 px | seconds projected at 40 000 px (linear in pixels) |"),
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", ("Peak memory against pixels (least squares; MiB per 100 Mpx) and projected to 40 000 px (1 600 Mpx), "
+                   "over every size measured and over the sizes from 10 000 px on (5 000 px sits below the level the "
+                   "others share); seconds projected linearly in pixels from the sizes from 10 000 px on:"), "",
+              ("| step | sizes | MiB at each size | slope, all sizes | projected MiB, all sizes | slope, >= 10 000 px "
+               "| projected MiB, >= 10 000 px | seconds projected at 40 000 px |"),
+              "|---|---|---|---|---|---|---|---|"]
     for st in SPEED_STEPS:
         have = [s for s in sizes if st in saved[s]]
         if len(have) < 2:
             continue
-        mpx = np.array([int(s) ** 2 / 1e6 for s in have])
-        mib = np.array([saved[s][st]["peak_mib"] for s in have])
-        sec = np.array([saved[s][st]["seconds"] for s in have])
-        slope, icpt = np.polyfit(mpx, mib, 1)
-        tslope, ticpt = np.polyfit(mpx, sec, 1)
-        lines.append(f"| {st} | {', '.join(have)} | {mib[0]:.0f} | {mib[-1]:.0f} | {100 * slope:.1f} | "
-                     f"{icpt + slope * 1600:.0f} | {ticpt + tslope * 1600:.0f} |")
+        fits = []
+        for chosen in (have, [s for s in have if int(s) >= 10000]):
+            if len(chosen) < 2:
+                fits.append(None)
+                continue
+            mpx = np.array([int(s) ** 2 / 1e6 for s in chosen])
+            mib = np.array([saved[s][st]["peak_mib"] for s in chosen])
+            sec = np.array([saved[s][st]["seconds"] for s in chosen])
+            fits.append((np.polyfit(mpx, mib, 1), np.polyfit(mpx, sec, 1)))
+        top_mib = max(saved[s][st]["peak_mib"] for s in have)
+        top_sec = max(saved[s][st]["seconds"] for s in have)
+        cells = ["- | -" if f is None else f"{100 * f[0][0]:.1f} | " + (
+            f"{f[0][1] + f[0][0] * 1600:.0f}" if f[0][0] > 0 else f"flat (at most {top_mib:.0f} measured)") for f in fits]
+        last = fits[1] or fits[0]
+        seconds = f"{last[1][1] + last[1][0] * 1600:.0f}" if last[1][0] > 0 else f"flat (at most {top_sec:.1f} measured)"
+        levels = " / ".join(f"{saved[s][st]['peak_mib']:.0f}" for s in have)
+        lines.append(f"| {st} | {', '.join(have)} | {levels} | {cells[0]} | {cells[1]} | {seconds} |")
     (RESULTS / "analyst_loop_scale.md").write_text("\n".join(lines) + "\n")
 
 

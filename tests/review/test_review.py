@@ -299,12 +299,14 @@ def test_a_damage_run_is_refined_from_graded_buildings(tmp_path):
             after[:, r:r + 40, c:c + 40] = rng.integers(200, 3500, size=(4, 40, 40))
     b = write_geotiff(tmp_path / "pre.tif", before)
     a = write_geotiff(tmp_path / "post.tif", after)
+    # BD TOPO-like text ids, and a column the analyst's model must not see (a grade from elsewhere)
     footprints = gpd.GeoDataFrame(
-        {"ref": list(range(len(boxes)))},
+        {"ref": list(range(len(boxes))), "cleabs": [f"BATIMENT{k:016d}" for k in range(len(boxes))],
+         "grade": [3 if k in rubble else 0 for k in range(len(boxes))]},
         geometry=[shapely.box(574000 + c * 0.5, 6280000 - (r + 40) * 0.5, 574000 + (c + 40) * 0.5, 6280000 - r * 0.5)
                   for r, c in boxes], crs="EPSG:2154")
     footprints.to_file(tmp_path / "bati.gpkg")
-    run = damage(b, a, tmp_path / "run", buildings=tmp_path / "bati.gpkg", coregistration="off").out_dir
+    run = damage(b, a, tmp_path / "run", buildings=tmp_path / "bati.gpkg", coregistration="off", id_field="cleabs").out_dir
     # the analyst grades four buildings by their footprints (in WGS84): two destroyed, two intact
     answered = footprints.iloc[[0, 4, 1, 2]].copy()
     answered["label"] = [3, 3, 0, 0]
@@ -314,6 +316,8 @@ def test_a_damage_run_is_refined_from_graded_buildings(tmp_path):
     assert table.loc[8, "damage_grade"] == 3 and table.loc[8, "p_destroyed"] > 0.5
     assert (table.loc[[3, 5, 6, 7], "damage_grade"] == 0).all()
     assert table["reviewed"].sum() == 4 and result.record["review"]["per_class"]["3"] == 2
+    names = object_table(ReviewRun(run)).names  # only what the damage step measured: no footprint column leaks in
+    assert "change_score" in names and "grade" not in names and "ref" not in names
     assert {"damage.tif", "summary.csv", "quicklook.png", "run.json"} <= {p.name for p in (tmp_path / "refined").iterdir()}
     with pytest.raises(InputError, match=r"outside \{0, 1, 2, 3\}"):
         answered.assign(label=[4, 3, 0, 0]).to_file(tmp_path / "bad.gpkg")

@@ -336,14 +336,16 @@ def detect_objects(run: ReviewRun, labels: Path, *, threads: int = 2,
 # --- features of a damage run's buildings ---------------------------------------------------------
 
 #: Attributes of buildings.gpkg that are outputs or identifiers, not features.
-_NOT_FEATURES = {"building_id", "damage_grade", "damage_label", "fid", "object_id"}
+#: The fields the damage step measures on each building (its ``building_table``): the only attributes used as
+#: features, so a column the footprints brought with them (a reference grade, an id) never leaks into the model.
+DAMAGE_FEATURES = ("change_score", "change_score_p90", "changed_share", "ring_change_score", "ring_changed_share",
+                   "valid_share", "area_m2", "p_no_damage", "p_minor", "p_major", "p_destroyed")
 
 
 def damage_objects(run: ReviewRun) -> ObjectTable:
-    """A damage run's buildings and their numeric attributes as features."""
+    """A damage run's buildings and what the damage step measured on them (:data:`DAMAGE_FEATURES`) as features."""
     buildings = run.buildings()
-    numeric = [c for c in buildings.columns if c not in _NOT_FEATURES and c != "geometry"
-               and np.issubdtype(buildings[c].dtype, np.number)]
+    numeric = [c for c in DAMAGE_FEATURES if c in buildings.columns and np.issubdtype(buildings[c].dtype, np.number)]
     geoms = buildings.geometry
     area = geoms.area.to_numpy()
     perimeter = geoms.length.to_numpy()

@@ -154,6 +154,16 @@ class Segmentation:
                 "compactness": self.compactness, "block_px": BLOCK}
 
 
+def _object_ids(building_ids: pd.Series) -> np.ndarray:
+    """Integer object ids for a damage run's buildings: their ``building_id`` when it is a unique integer (BD TOPO's
+    are text, e.g. ``BATIMENT0000000241234567``: then the row number; the id stays an attribute of the building)."""
+    try:
+        ids = building_ids.to_numpy(dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.arange(len(building_ids), dtype=np.int64)
+    return ids if len(np.unique(ids)) == len(ids) else np.arange(len(building_ids), dtype=np.int64)
+
+
 class ReviewRun:
     """A run folder opened for review: its kind, record, grid and objects.
 
@@ -233,7 +243,7 @@ class ReviewRun:
             frame = gpd.read_file(self.layout.buildings, layer=DamageOutputs.layer)
             if "building_id" not in frame.columns:
                 frame["building_id"] = np.arange(len(frame))
-            frame.index = pd.Index(frame["building_id"].to_numpy(dtype=np.int64), name="object_id")
+            frame.index = pd.Index(_object_ids(frame["building_id"]), name="object_id")
             if frame.crs is not None and frame.crs != self.grid.crs:
                 frame = frame.to_crs(self.grid.crs)
             self._buildings = frame
