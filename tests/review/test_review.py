@@ -110,6 +110,18 @@ def test_suggestions_are_a_styled_gpkg_with_an_empty_label(roof_run, tmp_path):
     assert suggest(roof_run, 3)["object_id"].is_unique
 
 
+def test_suggestions_never_replace_the_run_s_files_or_a_user_s_style(roof_run, tmp_path):
+    from deltacd.errors import OutputError
+
+    with pytest.raises(OutputError, match="inside the run folder"):  # the review store holds the analyst's answers
+        write_suggestions(roof_run, 3, roof_run / "review.gpkg", overwrite=True)
+    mine = tmp_path / "next.qml"
+    mine.write_text("the user's style")
+    with pytest.raises(OutputError, match=r"next\.qml: exists"):
+        write_suggestions(roof_run, 3, tmp_path / "next.gpkg")
+    assert mine.read_text() == "the user's style" and not (tmp_path / "next.gpkg").exists()
+
+
 def test_a_review_session_answers_and_suggests_click_by_click(roof_run, tmp_path):
     from deltacd.review.session import ReviewSession
 

@@ -106,10 +106,15 @@ def write_suggestions(run_dir: str | Path, n: int, out_gpkg: str | Path, *, stra
     ``deltacd refine RUN --labels FILE -o OUT``.
     """
     out = Path(out_gpkg)
+    style = out.with_suffix(".qml")
     if out.suffix.lower() != ".gpkg":
         raise InputError(f"{out}: suggestions are written as a GeoPackage; name the file *.gpkg")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: exists; pass --overwrite or choose another file")
+    # never inside the run: --overwrite there could replace its review store (the analyst's answers) or its outputs
+    if out.resolve().is_relative_to(Path(run_dir).resolve()):
+        raise OutputError(f"{out}: inside the run folder {run_dir}; write the suggestions outside it")
+    for path in (out, style):
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path}: exists; pass --overwrite or choose another file")
     kind = ReviewRun(run_dir).kind
     frame = suggest(run_dir, n, strategy=strategy, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +127,7 @@ def write_suggestions(run_dir: str | Path, n: int, out_gpkg: str | Path, *, stra
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    out.with_suffix(".qml").write_text(suggestion_qml(kind))
+    style.write_text(suggestion_qml(kind))
     return out
 
 
