@@ -174,7 +174,7 @@ def error_line(exc: BaseException) -> str | None:
         return f"this needs torchgeo ({exc.name} is not installed); install it with pip install torchgeo"
     if isinstance(exc, MemoryError):
         return "out of memory; use a smaller --tile-size or --batch-size, or a machine with more memory"
-    from deltacd.io.outputs import is_disk_full
+    from deltacd.io.faults import is_disk_full
 
     if is_disk_full(exc):
         return f"no space left on the device ({exc}); free some space or choose another output folder"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from deltacd.errors import DeltacdError, OutputError
-from deltacd.io.faults import changed_input, input_states, is_disk_full, machine_fault  # noqa: F401 (is_disk_full: public here too)
+from deltacd.io.faults import changed_input, input_states, machine_fault
 
 try:  # POSIX; on other systems runs are not locked against each other
     import fcntl
