@@ -172,6 +172,9 @@ def latest_answers(run_dir: str | Path) -> dict[int, int]:
     try:
         rows = db.execute(f'SELECT object_id, answer FROM "{LAYER}" WHERE fid IN '
                           f'(SELECT MAX(fid) FROM "{LAYER}" GROUP BY object_id)').fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path}: not a deltacd review store ({exc}); move it out of the run folder, "
+                         "then answer again (deltacd review)") from exc
     finally:
         db.close()
     return {int(o): int(a) for o, a in rows}
