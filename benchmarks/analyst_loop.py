@@ -71,6 +71,8 @@ from affine import Affine
 from PIL import Image
 
 import deltacd
+from deltacd.review.classifier import classifier_beats_base, cross_validate
+from deltacd.review.embeddings import with_embeddings
 from deltacd.review.features import object_table
 from deltacd.review.objects import ReviewRun
 from deltacd.review.refine import choose, train
@@ -252,8 +254,10 @@ def detect_evaluator(table, truth, groups):
         if model is not None:
             features = table.select(groups)[0]
             result["refined"] = confusion(model.change_probability(features) >= 0.5, truth, keep)
+            trusted, _ = classifier_beats_base(table, answers, cross_validate(table, answers, groups=groups))
+            result["guarded"] = result["refined"] if trusted else result["base"]
         else:  # no classifier yet (k = 0, or one class answered): the run's own map stands
-            result["refined"] = result["base"]
+            result["refined"] = result["guarded"] = result["base"]
         return result
     return evaluate
 
@@ -277,7 +281,7 @@ def write_table(path: Path, results: dict, header: str, base: str) -> None:
                   "| suggestions | map | " + " | ".join(f"k={k}" for k in KS) + " |",
                   "|---|---|" + "---|" * len(KS)]
         for strategy in STRATEGIES:
-            for name in ("base", "majority", "refined"):
+            for name in ("base", "majority", "refined", "guarded"):
                 cells = [_cell([f1(per["pooled"][strategy][seed][k][name]) for seed in SEEDS
                                 if name in per["pooled"][strategy][seed].get(k, {})]) for k in KS]
                 lines.append(f"| {strategy} | {base if name == 'base' else name} | " + " | ".join(cells) + " |")
@@ -672,7 +676,10 @@ def main() -> int:
     parser.add_argument("--method", default="cva", help="detect's method for the base run (default cva)")
     parser.add_argument("--model", help="detect's model for the base run (e.g. tinycd:PATH); its name labels the base")
     parser.add_argument("--limit", type=int, help="at most this many pairs per data set")
-    parser.add_argument("--features", help="comma-separated feature groups (score, shape, texture, indices, bands); default all")
+    parser.add_argument("--features", help="comma-separated feature groups (score, shape, texture, indices, bands, embeddings); default all")
+    parser.add_argument("--embeddings", metavar="SPEC",
+                        help="add the objects' encoder embeddings (group 'embeddings', deltacd.review.embeddings), "
+                             "e.g. efficientnet_lite0:imagenet")
     parser.add_argument("--area", type=int, help="pixels per superpixel (default: deltacd's, from the scene size)")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--work", help="folder for the runs (default: a temporary folder)")
@@ -687,7 +694,7 @@ def main() -> int:
     name = "analyst_loop" + (f"_{args.tag}" if args.tag else "")
     base = args.model.split(":", 1)[0] if args.model else args.method
     header = (f"# Simulated analyst ({platform.platform()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start; "
-              f"base run: {args.model or args.method}; features: {args.features or 'all'}; superpixels: {args.area or 'default'} px)"
+              f"base run: {args.model or args.method}; features: {args.features or 'all'}{'; embeddings: ' + args.embeddings if args.embeddings else ''}; superpixels: {args.area or 'default'} px)"
               f"\n\n`python benchmarks/analyst_loop.py {' '.join(sys.argv[1:])}`")
     damage_groups = [d for d in args.datasets if d in DAMAGE_GROUPS]
     if damage_groups:
@@ -710,6 +717,8 @@ def main() -> int:
             t1 = time.perf_counter()
             with ReviewRun(out, area=args.area) as run:
                 table = object_table(run, refresh=True)
+                if args.embeddings:
+                    table = with_embeddings(run, table, spec=args.embeddings)
                 assert reference.shape == (run.grid.height, run.grid.width), (scene, reference.shape, run.grid.shape)
                 truth = object_truth(run, table, reference, labelled)
                 threshold = float(run.record["threshold"]["value"])

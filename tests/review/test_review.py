@@ -358,3 +358,61 @@ def test_a_study_refine_step_learns_from_the_runs_review_store_and_reruns_on_new
     more = _points(detect_run, [(185, 70)], [1], tmp_path / "more.gpkg")
     refine(detect_run, [more], tmp_path / "by_hand")
     assert {o.name: o.status for o in run_study(study).steps}["refine"] == "ran"
+
+
+def test_embeddings_see_a_new_roof_as_more_change_than_a_shadow(roof_run):
+    """ImageNet features of both dates (EfficientNet-Lite0, weights installed with the package): a flat new roof
+    changes what the object looks like more than a shadow over the same ground does; CVA ranks them the other way."""
+    from deltacd.review.embeddings import with_embeddings
+
+    run = ReviewRun(roof_run)
+    table = with_embeddings(run, object_table(run))
+    assert [n for n in table.names if n.startswith("emb_")][:2] == ["emb_cosine", "emb_rms"]
+    assert table.features.shape[1] == len(table.names) and np.isfinite(table.select(["embeddings"])[0]).all()
+
+    def median_at(corners, side, name):
+        ids = run.read_ids(rasterio.windows.Window(0, 0, 256, 256))
+        rows = table.rows(np.unique([ids[r + side // 2, c + side // 2] for r, c in corners]))
+        return float(np.median(table.column(name)[rows]))
+
+    assert median_at(ROOFS, SIDE_ROOF, "emb_cosine") > 1.5 * median_at(SHADOWS, SIDE_SHADOW, "emb_cosine")
+    cache = sorted(run.cache_dir.glob("review_embeddings_*.npz"))
+    assert len(cache) == 1
+    stamp = cache[0].stat().st_mtime_ns
+    with_embeddings(run, object_table(run))  # the second call reads the cache
+    assert cache[0].stat().st_mtime_ns == stamp
+
+
+def test_a_base_map_the_reviews_confirm_is_kept_outside_them(roof_run, tmp_path):
+    """Answers that agree with CVA (roofs are change, untouched ground is not; no shadow reviewed): the base is at
+    least as accurate on the reviews as the forest, so the refined map is the base's own outside the reviews."""
+    run = tmp_path / "run"
+    _copy_run(roof_run, run)  # the module's run holds other tests' answers in its review store
+    where = [(r + 18, c + 18) for r, c in ROOFS[:3]] + [(10, 10), (250, 250), (128, 250)]
+    labels = _points(run, where, [1, 1, 1, 0, 0, 0], tmp_path / "labels.gpkg")
+    result = refine(run, [labels], tmp_path / "refined")
+    assert result.record["review"]["map_outside_reviews"]["map"] == "base run"
+    assert result.record["review"]["map_outside_reviews"]["base"] == 1.0
+    with rasterio.open(roof_run / "change_mask.tif") as a, rasterio.open(tmp_path / "refined" / "change_mask.tif") as b:
+        base, refined = a.read(1), b.read(1)
+    ids = ReviewRun(run).read_ids(rasterio.windows.Window(0, 0, 256, 256))
+    reviewed = np.isin(ids, np.unique([ids[r, c] for r, c in where]))
+    assert np.array_equal(refined[~reviewed], base[~reviewed])
+    assert _share_flagged(refined == 1, SHADOWS, SIDE_SHADOW) > 0.5  # the shadows stay: nobody said otherwise
+
+
+def test_the_guard_compares_balanced_accuracies_on_the_reviews():
+    from deltacd.review.classifier import classifier_beats_base
+    from deltacd.review.features import ObjectTable
+
+    n = 10
+    above = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.float32)  # the base says change for the first four
+    table = ObjectTable(np.arange(n, dtype=np.int64), above[:, None], ["score_above"], np.ones(n, np.int64),
+                        np.zeros(n), np.zeros(n), np.zeros((n, 4), np.int32))
+    agree = {i: int(above[i]) for i in range(n)}
+    assert classifier_beats_base(table, agree, {"balanced_accuracy": 1.0})[0] is False  # a tie keeps the base
+    assert classifier_beats_base(table, agree, {"balanced_accuracy": 0.6})[0] is False
+    wrong = {i: 1 - int(above[i]) if i in (0, 1, 2, 4, 5) else int(above[i]) for i in range(n)}  # base wrong on 5
+    keep, why = classifier_beats_base(table, wrong, {"balanced_accuracy": 0.7})
+    assert keep is True and why["base"] < 0.8  # a base the reviews doubt is replaced, even by a weaker estimate
+    assert classifier_beats_base(table, agree, {"balanced_accuracy": None})[0] is True

@@ -3,10 +3,14 @@
 - :mod:`deltacd.review.objects`: the objects of a run (superpixels of a detect run's pair, a damage
   run's buildings), :class:`~deltacd.review.objects.ReviewRun`;
 - :mod:`deltacd.review.features`: their features, cached beside the run
-  (:func:`~deltacd.review.features.object_table`);
+  (:func:`~deltacd.review.features.object_table`); :mod:`deltacd.review.embeddings`: what a pretrained
+  encoder sees of each object at both dates, an optional feature group (measured not to pay on DSIFN,
+  EGY-BCD and LEVIR: off by default, Python API only);
 - :mod:`deltacd.review.store`: the answers, ``RUN_DIR/review.gpkg`` (:class:`~deltacd.review.store.ReviewStore`);
 - :mod:`deltacd.review.classifier`: the classifier (a balanced random forest), its cross-validated
-  accuracy, and the objects it most wants reviewed (:func:`~deltacd.review.classifier.choose`);
+  accuracy, whether it beats the base run on the reviews
+  (:func:`~deltacd.review.classifier.classifier_beats_base`), and the objects it most wants reviewed
+  (:func:`~deltacd.review.classifier.choose`);
 - :mod:`deltacd.review.refine`: :func:`~deltacd.review.refine.suggest`,
   :func:`~deltacd.review.refine.write_suggestions` (``deltacd review RUN --suggest N -o FILE``) and
   :func:`~deltacd.review.refine.refine` (``deltacd refine RUN --labels FILE -o OUT``);

@@ -124,6 +124,51 @@ def cross_validate(table: ObjectTable, answers: dict[int, int], *, seed: int = 0
             "balanced_accuracy": round(float(np.mean(per_class)), 4), "folds": folds, "objects": len(y)}
 
 
+def base_classes(table: ObjectTable) -> np.ndarray | None:
+    """The base run's class of each object of a detect run: change where most of its pixels score at or above the
+    run's threshold (feature ``score_above``); None when the table has no such feature (damage runs)."""
+    if "score_above" not in table.names:
+        return None
+    return (table.column("score_above") >= 0.5).astype(int)
+
+
+def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float | None:
+    """Mean over the classes of ``truth`` of the share predicted right; None when ``truth`` is empty."""
+    classes = np.unique(truth)
+    if len(classes) == 0:
+        return None
+    return float(np.mean([(predicted[truth == c] == c).mean() for c in classes]))
+
+
+#: Balanced accuracy on the reviews from which the base run's map is trusted (:func:`classifier_beats_base`).
+TRUSTED_BASE = 0.8
+
+
+def classifier_beats_base(table: ObjectTable, answers: dict[int, int], cv: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    """Whether the classifier should replace the base run's map outside the reviewed objects.
+
+    Not when the reviews show the base to be good: its balanced accuracy on the reviewed objects at least
+    :data:`TRUSTED_BASE` and at least the classifier's cross-validated balanced accuracy on the same reviews. A good
+    base (a network on its own domain, CVA on a Landsat pair it suits) is then kept rather than replaced, object by
+    object, by a forest that knows 10 answers (``benchmarks/analyst_loop.py``, map "guarded"). The floor keeps a poor
+    base from standing on a noisy estimate: with 5-10 answers a 5-fold cross-validation often scores the forest
+    below a base that is right by chance on those few objects. Balanced, so that reviews that are nearly all
+    "no change" do not favour a map that never says change. With too few answers to cross-validate (under two of
+    a class) the classifier is kept: the reviews were asked for because the base was doubted.
+    """
+    base = base_classes(table)
+    ours = cv.get("balanced_accuracy")
+    if base is None or ours is None:
+        return True, {"map": "classifier", "why": "no estimate to compare", "classifier": ours, "base": None}
+    theirs = balanced_accuracy(base[table.rows(list(answers))], np.array(list(answers.values())))
+    keep_base = theirs is not None and theirs >= TRUSTED_BASE and theirs >= ours
+    return not keep_base, {"map": "base run" if keep_base else "classifier",
+                           "why": (f"balanced accuracy on the {len(answers)} reviews: base "
+                                   f"{'-' if theirs is None else f'{theirs:.3f}'}, classifier (cross-validated) {ours:.3f}; "
+                                   f"the base is kept from {TRUSTED_BASE} if at least the classifier's"),
+                           "classifier": round(float(ours), 4), "base": None if theirs is None else round(theirs, 4)}
+
+
 # --- uncertainty sampling ----------------------------------------------------------------------------
 
 def _spread(order: np.ndarray, table: ObjectTable, n: int, extent: float) -> list[int]:

@@ -61,9 +61,10 @@ GROUPS = {
     "texture": ("grad_", "corr"),
     "indices": ("bright_", "ndvi_", "ndwi_"),
     "bands": ("band_",),
+    "embeddings": ("emb_",),  # only when asked for: deltacd.review.embeddings
 }
 #: Version of the feature set: a cache made by another version is recomputed.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 #: Cache of a run's objects and features, beside its review store.
 CACHE = "review_objects.npz"
 
@@ -182,15 +183,22 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _gradient(image: np.ndarray) -> np.ndarray:
-    return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+    """Gradient magnitude by central differences (0 on the block's edge): 10 x faster than Sobel's, and the
+    classifier only compares the two dates' values."""
+    gx = np.zeros_like(image)
+    gy = np.zeros_like(image)
+    np.subtract(image[:, 2:], image[:, :-2], out=gx[:, 1:-1])
+    np.subtract(image[2:], image[:-2], out=gy[1:-1])
+    return np.sqrt(gx * gx + gy * gy)
 
 
 class _Sums:
     """Sums over the objects of one block: ``np.bincount`` on their compact index."""
 
     def __init__(self, local: np.ndarray, ok: np.ndarray):
-        self.ok = ok
-        flat = local[ok]
+        self.shape = ok.shape
+        self.ok = None if ok.all() else ok  # the usual block is all valid: no mask to apply to each quantity
+        flat = self.pick(local)
         counts = np.bincount(flat)
         self.present = np.flatnonzero(counts)
         remap = np.zeros(len(counts), dtype=np.int64)
@@ -198,23 +206,40 @@ class _Sums:
         self.index = remap[flat]
         self.n = len(self.present)
 
+    def pick(self, values: np.ndarray) -> np.ndarray:
+        """The valid pixels of a [h, w] array, flat (a flat array is taken as already picked)."""
+        if values.shape != self.shape:
+            return values
+        return values.ravel() if self.ok is None else values[self.ok]
+
     def sum(self, values: np.ndarray) -> np.ndarray:
-        flat = values[self.ok] if values.shape == self.ok.shape else values
-        return np.bincount(self.index, weights=flat, minlength=self.n)
+        return np.bincount(self.index, weights=self.pick(values), minlength=self.n)
 
     def mean_std(self, values: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = values[self.ok].astype(np.float64)
+        flat = self.pick(values).astype(np.float64)
         mean = self.sum(flat) / count
         return mean, np.sqrt(np.maximum(self.sum(flat * flat) / count - mean * mean, 0.0))
 
 
-def _context(score: np.ndarray, size: int) -> np.ndarray:
-    """Mean of the finite scores in a ``size`` px box around each pixel."""
+def _context(score: np.ndarray, size: int, factor: int) -> np.ndarray:
+    """Mean of the finite scores in a ``size`` px box around each pixel, on cells of ``factor`` x ``factor`` px (the
+    box is 4 superpixels wide: its mean hardly changes within a cell, and the filter runs on factor^2 fewer pixels)."""
+    h, w = score.shape
     finite = np.isfinite(score)
-    total = ndimage.uniform_filter(np.where(finite, score, 0.0).astype(np.float32), size, mode="constant")
-    weight = ndimage.uniform_filter(finite.astype(np.float32), size, mode="constant")
+    f = max(1, factor)
+    rows, cols = -(-h // f), -(-w // f)
+    total = np.zeros((rows * f, cols * f), dtype=np.float32)
+    weight = np.zeros((rows * f, cols * f), dtype=np.float32)
+    total[:h, :w] = np.where(finite, score, 0.0)
+    weight[:h, :w] = finite
+    total = total.reshape(rows, f, cols * f).sum(axis=1).reshape(rows, cols, f).sum(axis=2)
+    weight = weight.reshape(rows, f, cols * f).sum(axis=1).reshape(rows, cols, f).sum(axis=2)
+    box = max(1, round(size / f))
+    total = ndimage.uniform_filter(total, box, mode="constant")
+    weight = ndimage.uniform_filter(weight, box, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return total / weight
+        coarse = total / weight
+    return np.repeat(np.repeat(coarse, f, axis=0), f, axis=1)[:h, :w]
 
 
 def _block_features(run: ReviewRun, pair: AlignedPair, index: int, window: Window
@@ -246,7 +271,7 @@ def _block_features(run: ReviewRun, pair: AlignedPair, index: int, window: Windo
     out["score_mean"], out["score_std"] = mean, std
     out["score_above"] = sums.sum((score >= threshold).astype(np.float32)) / count
     out["score_ratio"] = mean / threshold if threshold else mean
-    context = sums.sum(_context(score, 4 * int(math.sqrt(seg.area)))) / count
+    context = sums.sum(_context(score, 4 * int(math.sqrt(seg.area)), seg.factor)) / count
     out["score_context"], out["score_contrast"] = context, mean - context
     # shape
     padded = np.pad(ids, 1, constant_values=-2)
@@ -259,7 +284,7 @@ def _block_features(run: ReviewRun, pair: AlignedPair, index: int, window: Windo
     for k, name in enumerate(pair.bands):
         mb, sb = sums.mean_std(before[k], count)
         ma, sa = sums.mean_std(after[k], count)
-        diff = after[k][ok].astype(np.float64) - before[k][ok]
+        diff = sums.pick(after[k]).astype(np.float64) - sums.pick(before[k])
         out[f"band_{name}_before"], out[f"band_{name}_after"] = mb, ma
         out[f"band_{name}_std_before"], out[f"band_{name}_std_after"] = sb, sa
         out[f"band_{name}_diff"] = sums.sum(diff) / count
@@ -281,7 +306,7 @@ def _block_features(run: ReviewRun, pair: AlignedPair, index: int, window: Windo
     ga = sums.sum(_gradient(bright_a)) / count
     out["grad_before"], out["grad_after"] = gb, ga
     out["grad_ratio"] = np.log((ga + 1e-3) / (gb + 1e-3))
-    cross = sums.sum(bright_b[ok].astype(np.float64) * bright_a[ok]) / count - mb * ma
+    cross = sums.sum(sums.pick(bright_b).astype(np.float64) * sums.pick(bright_a)) / count - mb * ma
     with np.errstate(invalid="ignore", divide="ignore"):
         out["corr"] = np.where((sb > 0) & (sa > 0), cross / (sb * sa), 1.0)
     return ids, object_ids, boxes, out

@@ -119,17 +119,24 @@ class Segmentation:
         if not valid.any():
             return ids
         f = self.factor
-        stack = np.concatenate([before, after]).astype(np.float32)
-        for band in stack:  # standardised over the block's valid pixels: every band weighs the same
-            v = band[valid][::7]
+        all_valid = bool(valid.all())  # the usual block: no mask to apply (each one is a pass over 8 bands)
+        stack = np.concatenate([before, after], dtype=np.float32)
+        sample = stack.reshape(len(stack), -1)[:, ::7] if all_valid else None
+        for k, band in enumerate(stack):  # standardised over the block's valid pixels: every band weighs the same
+            v = sample[k] if sample is not None else band[valid][::7]
             band -= float(v.mean())
             band /= max(float(v.std()), 1e-6)
-        stack[:, ~valid] = 0.0
+        if not all_valid:
+            stack[:, ~valid] = 0.0
         rows, cols = -(-h // f), -(-w // f)
         if f > 1:
-            padded = np.zeros((len(stack), rows * f, cols * f), dtype=np.float32)
-            padded[:, :h, :w] = stack
-            stack = padded.reshape(len(stack), rows, f, cols, f).mean(axis=(2, 4))
+            padded = stack
+            if (rows * f, cols * f) != (h, w):  # a block on the scene's edge: padded to whole cells
+                padded = np.zeros((len(stack), rows * f, cols * f), dtype=np.float32)
+                padded[:, :h, :w] = stack
+            # the mean of each f x f cell, summed over rows first: contiguous runs (3 x faster than mean(axis=(2, 4)))
+            c = len(stack)
+            stack = padded.reshape(c, rows, f, cols * f).sum(axis=2).reshape(c, rows, cols, f).sum(axis=3) / (f * f)
             ok = np.zeros((rows * f, cols * f), dtype=bool)
             ok[:h, :w] = valid
             coarse_valid = ok.reshape(rows, f, cols, f).any(axis=(1, 3))
@@ -140,9 +147,11 @@ class Segmentation:
         # reaching into no data lose those pixels below
         labels = slic(np.moveaxis(stack, 0, -1), n_segments=segments, compactness=self.compactness, channel_axis=-1,
                       start_label=1, enforce_connectivity=True)
+        labels = np.minimum(labels, PER_BLOCK - 1)  # on the coarse labels: f * f times fewer
         if f > 1:
             labels = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[:h, :w]
-        labels = np.minimum(labels, PER_BLOCK - 1)
+        if all_valid and labels.min() > 0:
+            return labels.astype(np.int64) + index * PER_BLOCK
         inside = valid & (labels > 0)
         ids[inside] = index * PER_BLOCK + labels[inside]
         # a valid pixel SLIC left out (a cut coarse cell at the edge of the data) joins object k = PER_BLOCK - 1

@@ -25,6 +25,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
 from rasterio.features import rasterize
 
@@ -34,9 +35,18 @@ from deltacd.io.vectors import read_vector, write_layer
 from deltacd.io.writers import RasterWriter
 from deltacd.outputs.layout import MASK_NODATA, SCORE, DamageOutputs, DetectOutputs
 from deltacd.outputs.run import Run
-from deltacd.review.classifier import TREES, Model, choose, cross_validate, make_classifier, train
+from deltacd.review.classifier import (
+    TREES,
+    Model,
+    choose,
+    classifier_beats_base,
+    cross_validate,
+    make_classifier,
+    train,
+)
 from deltacd.review.features import ObjectTable, object_table, run_pair
 from deltacd.review.objects import PER_BLOCK, ReviewRun
+from deltacd.review.pseudo import pseudo_model
 from deltacd.review.store import ANSWER_STYLE, GRADE_STYLE, Answer, ReviewStore
 
 log = logging.getLogger(__name__)
@@ -264,7 +274,7 @@ def _one_class_error(run: ReviewRun, answers: dict[int, int]) -> InputError:
 
 def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str | Path | None = None, *,
            reviewer: str = "", overwrite: bool = False, seed: int = 0, groups: Sequence[str] | None = None,
-           progress: Callable[[str, int, int], None] | None = None) -> RefineResult:
+           progress: Callable[[str, int, int], None] | None = None, pseudo_labels: bool = False) -> RefineResult:
     """Merge ``labels`` into the run's review store, train the classifier on every reviewed object, write ``out_dir``.
 
     Parameters
@@ -283,6 +293,11 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
         Staged and published at once, like every run.
     reviewer
         Recorded with the answers of ``labels``.
+    pseudo_labels
+        Detect runs: also train on pseudo-labels, the objects at the confident extremes of the run's
+        score (:mod:`deltacd.review.pseudo`), while the answers hold fewer than two classes; with them
+        a run can be refined with no answer at all. Off by default: with no answer they beat the plain
+        CVA map on 3 of 5 data sets but not on average (``benchmarks/results/pseudo_labels.md``).
 
     Raises
     ------
@@ -304,22 +319,29 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
         known = set(table.ids.tolist())
         merged = {k: v for k, v in store.latest().items() if k in known}
         merged.update({a.object_id: a.answer for a in new})
-        if len(set(merged.values())) < 2:
+        model, pseudo = None, {}
+        if pseudo_labels and run.kind == "detect" and len(set(merged.values())) < 2:
+            model, pseudo = pseudo_model(table, run.threshold, merged, seed=seed, groups=groups)
+        if model is None and len(set(merged.values())) < 2:
             raise _one_class_error(run, merged)
     if new:
         added = np.array([a.object_id for a in new], dtype=np.int64)
         geoms = run.polygons(added, table.boxes[table.rows(added)]).geometry
         store.add(Answer(a.object_id, a.answer, geoms.get(a.object_id), a.reviewer, a.source) for a in new)
     with job.timings.stage("train"):
-        model = train(table, merged, seed=seed, groups=groups)
+        model = model or train(table, merged, seed=seed, groups=groups)
         assert model is not None
         cv = cross_validate(table, merged, seed=seed, groups=groups)
         features, _ = table.select(groups)
+        _, which_map = classifier_beats_base(table, merged, cv)
     review = {"objects_reviewed": len(merged), "answers_added": len(new), "store": str(store.path),
               "per_class": {str(c): int(sum(1 for v in merged.values() if v == c)) for c in run.classes},
               "classifier": f"scikit-learn RandomForestClassifier ({TREES} trees, balanced classes)",
-              "cross_validated": cv, "feature_importances": model.importances(),
+              "cross_validated": cv, "map_outside_reviews": which_map, "feature_importances": model.importances(),
               "features": len(model.names), "objects": len(table)}
+    if pseudo:
+        review["pseudo_labels"] = {"change": sum(pseudo.values()), "no_change": len(pseudo) - sum(pseudo.values()),
+                                   "rule": "confident extremes of the run's score (deltacd.review.pseudo)"}
     with job:
         if run.kind == "damage":
             record = _write_damage(run, table, model, features, merged, review, job)
@@ -354,7 +376,9 @@ def _write_detect(run: ReviewRun, table: ObjectTable, model: Model, features: np
         probability[rows] = np.array([1.0 if v == 1 else 0.0 for v in answers.values()], dtype=np.float32)
     options = run.record.get("options", {})
     cleanup = CleanUp(float(options.get("min_area_m2", 0.0)), 0)
-    with RasterWriter(staged.score, grid, dtype="float32", nodata=float("nan"),
+    keep_base = review["map_outside_reviews"]["map"] == "base run"
+    reviewed = np.fromiter(answers, dtype=np.int64)
+    with rasterio.open(run.layout.mask) as base_mask, RasterWriter(staged.score, grid, dtype="float32", nodata=float("nan"),
                       description="probability of change, refined from the analyst's reviews") as score, \
             RasterWriter(staged.mask, grid, dtype="uint8", nodata=MASK_NODATA, description="1 = change, 0 = no change",
                          overview_resampling="nearest") as mask:
@@ -369,6 +393,10 @@ def _write_detect(run: ReviewRun, table: ObjectTable, model: Model, features: np
                     lut = np.zeros(PER_BLOCK, dtype=np.float32)
                     lut[table.ids[first:last] - low] = probability[first:last]
                     values[ok] = lut[ids[ok] - low]
+                    if keep_base:  # the base run's own mask outside the reviewed objects (classifier_beats_base)
+                        base = base_mask.read(1, window=window)
+                        outside = ok & ~np.isin(ids, reviewed)
+                        values[outside] = np.where(base[outside] == MASK_NODATA, np.nan, (base[outside] == 1))
                 score.write(window, values)
             score.seal()
         sink = _MaskSink(mask, ChangeEdges(grid))
@@ -379,17 +407,21 @@ def _write_detect(run: ReviewRun, table: ObjectTable, model: Model, features: np
                 sink.edges.add_pixels(window, pixels)
             polygons = regions.polygons.rename(columns={"mean_score": "probability", "max_score": "max_probability"})
             write_layer(polygons, staged.polygons, DetectOutputs.layer)
+
+        def pictures() -> None:  # reads the pair, not the rasters being finished: runs beside the COGs
+            with run_pair(run) as pair:
+                write_backdrops(pair, staged.folder, shift_px=pair.after_shift)
+                write_quicklook(pair, sink.edges, staged.quicklook, polygons=len(polygons),
+                                title=f"refined from {len(answers)} reviews: {len(polygons)} changes")
+
+        drawn = job.submit("quicklook and backdrops", pictures)
         with job.timings.stage("cog"):
             score.finish()
             mask.finish()
-    with job.timings.stage("styles, quicklook and backdrops"):
-        write_styles(staged.folder, {DetectOutputs.MASK: lambda _: MASK_STYLE,
-                                     SCORE: lambda _: ramp_qml(0.0, 1.0, label="probability of change")},
-                     {(DetectOutputs.POLYGONS, DetectOutputs.layer): outline_qml()})
-        with run_pair(run) as pair:
-            write_backdrops(pair, staged.folder, shift_px=pair.after_shift)
-            write_quicklook(pair, sink.edges, staged.quicklook, polygons=len(polygons),
-                            title=f"refined from {len(answers)} reviews: {len(polygons)} changes")
+    write_styles(staged.folder, {DetectOutputs.MASK: lambda _: MASK_STYLE,
+                                 SCORE: lambda _: ramp_qml(0.0, 1.0, label="probability of change")},
+                 {(DetectOutputs.POLYGONS, DetectOutputs.layer): outline_qml()})
+    drawn.result()
     valid = int(table.pixels.sum())
     record = job.record(
         run.record.get("inputs", {}) | {"refined_run": str(run.folder.resolve())},
