@@ -20,9 +20,17 @@ LOG_FILE = "deltacd.log"
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
+#: Warnings about a library's API (a deprecation seen from deltacd's code): notes for deltacd's developers, not
+#: about the run; they go to deltacd.log but not to run.json, whose warnings the report shows the analyst.
+_LIBRARY_NOTICES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
 def is_ours(message: warnings.WarningMessage) -> bool:
-    """True for a warning deltacd raised (its category, or a warning issued from deltacd's code)."""
-    return issubclass(message.category, DeltacdWarning) or str(message.filename).startswith(_PACKAGE)
+    """True for a warning deltacd raised (its category, or a warning issued from deltacd's code), a library's
+    deprecation notice excepted (:data:`_LIBRARY_NOTICES`)."""
+    if issubclass(message.category, DeltacdWarning):
+        return True
+    return str(message.filename).startswith(_PACKAGE) and not issubclass(message.category, _LIBRARY_NOTICES)
 
 
 class _Collect(logging.Handler):

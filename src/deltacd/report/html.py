@@ -1,17 +1,25 @@
 """``report``: one self-contained ``report.html`` for a run or a study, with its figures beside it.
 
-The report is what a team hands over: a summary of the run and its settings; maps of the images
-and the changes (scale bar, north arrow, legend, CRS, date of each image); the co-registration
-blocks and shift; the score histogram with the threshold; areas per transition and per zone;
-the agreement with the current method; the accuracy with its confidence intervals when a
-reference was given; damage counts and the damage map; the uncertainty of a network; and the
-warnings of every step. Figures are PNG files in ``figures/`` and are also embedded (base64) in
-the HTML, which therefore opens offline, on its own, in any browser. Every section is present;
-one that does not apply to the run says so. With ``webmap`` an interactive map is written to
-``webmap/index.html`` (:mod:`deltacd.report.webmap`).
+The report is what a team hands over to the people who fund or use a study, in English or French
+(``language``, :mod:`deltacd.report.words`). It opens with a summary that a reader can stop after:
+the question (the study's ``description``), the data (images, dates, sensor, resolution, CRS,
+reference), the method, and a short reading of the results written from the numbers, with their
+caveats (an F1 under 0.3 or a kappa under 0.4 says what it means). Then come the sections of
+what ran, and only those: maps (full width, legend as drawn, north arrow and scale bar on a white
+halo, coordinates, image credit, location inset), co-registration, the score histogram with the
+threshold, areas per transition and per zone, the agreement with the current method, the accuracy
+with its confidence intervals, damage per building, the uncertainty of a network, deltacd's
+warnings, and the run's technical details last. Every table is followed by the definition of each
+of its columns (visible on screen and on paper).
+
+Figures are PNG files in ``figures/`` and are also embedded (base64) in the HTML, which therefore
+opens offline, on its own, in any browser. A print stylesheet lays the report on A4 pages: printing
+to PDF from the browser keeps every figure and table on one page, hides the navigation and writes
+links out. With ``webmap`` an interactive map is written to ``webmap/index.html``
+(:mod:`deltacd.report.webmap`).
 
 The report reads only the outputs of the run (``run.json``, the COGs at overview resolution, the
-GeoPackages, the CSV and JSON tables), never the full-resolution scene.
+GeoPackages, the CSV and JSON tables) and the study file, never the full-resolution scene.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,29 +37,40 @@ from deltacd.errors import InputError
 from deltacd.io.outputs import staged_output
 from deltacd.outputs.layout import RUN_RECORD, DamageOutputs, DetectOutputs, run_kind
 from deltacd.report import maps
+from deltacd.report.words import Words, check_language
 
-SECTIONS = (
-    ("summary", "Summary and settings"),
-    ("maps", "Maps"),
-    ("coregistration", "Co-registration"),
-    ("histogram", "Change score and threshold"),
-    ("transitions", "Areas per transition and per zone"),
-    ("agreement", "Agreement with the current method"),
-    ("accuracy", "Accuracy"),
-    ("damage", "Damage per building"),
-    ("uncertainty", "Uncertainty"),
-    ("warnings", "Warnings"),
-)
+#: The sections a report can hold, in order; a report holds those of the steps that ran (``summary`` always).
+SECTIONS = ("summary", "maps", "coregistration", "histogram", "transitions", "agreement", "accuracy", "damage",
+            "uncertainty", "warnings", "details")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f1f1f1}img{max-width:100%;border:1px solid #ddd;margin:.4em 0}.none{color:#777;font-style:italic}
-.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.3em 0}nav a{margin-right:1em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}h3{margin-bottom:.3em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f1f1f1}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+figure{margin:1em 0}figure img{width:100%;height:auto;border:1px solid #ddd}figcaption{font-size:.9em;color:#444}
+figure.chart img{width:auto;max-width:min(100%,820px)}
+.none{color:#777;font-style:italic}
+.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.4em .8em;margin:.3em 0}
+.caveat{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .8em;margin:.4em 0}
+nav{margin:1em 0}nav a{margin-right:1em}
 table.matrix td{text-align:right;font-variant-numeric:tabular-nums}table.matrix td.diag{background:#fff3c4}
 table.matrix td.total,table.matrix tr.total td{font-weight:bold;background:#f7f7f7}table.matrix caption{text-align:left;font-weight:bold}
+dl.defs{font-size:.82em;color:#333;margin:.2em 0 1em;display:grid;grid-template-columns:max-content 1fr;gap:.1em .8em}
+dl.defs dt{font-weight:bold}dl.defs dd{margin:0}
 details{margin:.4em 0}summary{cursor:pointer}
+@page{size:A4;margin:14mm 12mm 16mm 12mm}
+@media print{
+ body{max-width:none;margin:0;padding:0;font-size:10pt;line-height:1.35}
+ nav,.screen-only{display:none}
+ h1{font-size:18pt}h2{font-size:14pt;margin-top:1.2em;break-after:avoid;page-break-after:avoid}h3{break-after:avoid}
+ figure,table,dl.defs,.caveat,.warning,tr{break-inside:avoid;page-break-inside:avoid}
+ figure img{max-height:225mm;width:auto;max-width:100%;object-fit:contain}figure.chart img{max-width:75%;max-height:150mm}
+ section{break-before:auto}section#maps,section#details{break-before:page}
+ a[href^="webmap"]::after,a[href^="figures"]::after{content:" (" attr(href) ")";font-size:.85em;color:#555}
+ details>*{display:block}details>summary{list-style:none;font-weight:bold}
+ table{font-size:8.5pt}
+}
 """
 
 
@@ -80,46 +100,93 @@ def find_parts(source: Path) -> dict[str, Any]:
     return parts
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str] | None = None, limit: int = 25) -> str:
-    if not rows:
-        return '<p class="none">nothing to show</p>'
-    columns = columns or list(rows[0])
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows[:limit])
-    more = f"<p class='none'>{len(rows) - limit} more rows in the CSV file</p>" if len(rows) > limit else ""
-    return f"<table><tr>{head}</tr>{body}</table>{more}"
+def study_file(parts: dict[str, Any]) -> dict[str, Any]:
+    """The study's settings: those ``study.json`` recorded at the end of the last run, else the study file as
+    written (not validated: the report only shows it; a first run's report is written before study.json is
+    complete), else {}."""
+    config = (parts.get("study") or {}).get("config")
+    if isinstance(config, dict):
+        return config
+    path = (parts.get("study") or {}).get("study_file")
+    if not path:
+        return {}
+    import yaml
 
-
-def _fmt(value: Any) -> str:
-    """A table cell: numbers of 1 000 and more with thousands separators (never 1.111e+04), others to 4 digits."""
-    if value is None or isinstance(value, bool):
-        return "" if value is None else str(value)
     try:
-        number = float(value)
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # a moved or edited study file: the report goes on without it
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    try:
+        float(value)
     except (TypeError, ValueError):
-        return str(value)
-    if isinstance(value, str) and "." not in value and number.is_integer():
-        return f"{int(number):,}" if abs(number) >= 1000 else value
-    if abs(number) >= 1000:
-        return f"{number:,.0f}"
-    return f"{number:.4g}"
+        return False
+    return True
 
 
-def _figure(path: Path | None, caption: str) -> str:
+def _table(rows: list[dict[str, Any]], words: Words, columns: list[str] | None = None, limit: int = 25,
+           file: str | None = None) -> str:
+    """A table with the headers in the report's language, followed by the definition of each of its columns.
+
+    Decision: a definitions list under the table rather than ``<abbr title>`` tooltips, because tooltips
+    vanish on paper and the report is printed."""
+    if not rows:
+        return f'<p class="none">{_e(words("nothing"))}</p>'
+    columns = columns or list(rows[0])
+    labels = [(words.column(c) or (c, ""))[0] for c in columns]
+    head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    body = "".join("<tr>" + "".join(
+        f"<td class='num'>{_e(words.cell(r.get(c)))}</td>" if _is_number(r.get(c)) else f"<td>{_e(words.cell(r.get(c)))}</td>"
+        for c in columns) + "</tr>" for r in rows[:limit])
+    more = (f"<p class='none'>{_e(words('more_rows', n=words.integer(len(rows) - limit), file=file or 'CSV'))}</p>"
+            if len(rows) > limit else "")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}" + _definitions(columns, words)
+
+
+def _definitions(columns: list[str], words: Words) -> str:
+    """The definitions of ``columns`` (those the words know), with the CSV's column name for finding it in the files."""
+    items = []
+    for column in columns:
+        known = words.column(column)
+        if known:
+            items.append(f"<dt>{_e(known[0])} <code>{_e(column)}</code></dt><dd>{_e(known[1])}</dd>")
+    if not items:
+        return ""
+    return f'<dl class="defs" aria-label="{_e(words("definitions"))}">{"".join(items)}</dl>'
+
+
+def _figure(path: Path | None, caption: str, words: Words) -> str:
+    """A PNG embedded with its caption; a chart (not a map: narrower than 1 400 px) is shown at its own width."""
     if path is None or not path.is_file():
         return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)} (<code>figures/{path.name}</code>)</figcaption></figure>")
+    data = path.read_bytes()
+    width = int.from_bytes(data[16:20], "big") if data[:8] == b"\x89PNG\r\n\x1a\n" else 0
+    kind = ' class="chart"' if 0 < width < 1400 else ""
+    data = base64.b64encode(data).decode()
+    return (f'<figure{kind}><img src="data:image/png;base64,{data}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)} ({_e(words('fig.file'))} <code>figures/{_e(path.name)}</code>)</figcaption></figure>")
 
 
 def _none(text: str) -> str:
-    return f'<p class="none">{html.escape(text)}</p>'
+    return f'<p class="none">{_e(text)}</p>'
 
 
 def _ha(value: float) -> str:
-    """Hectares with thousands separators and a precision that suits the size."""
-    return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    """Hectares with thousands separators, in English (kept for callers outside the report)."""
+    return Words("en").ha(value)
 
 
 def fromto_matrix(rows: list[dict[str, str]], *, zone: str = "all", value: str = "area_ha",
@@ -145,33 +212,35 @@ def fromto_matrix(rows: list[dict[str, str]], *, zone: str = "all", value: str =
     return sources, targets, matrix
 
 
-def _matrix_html(sources: list[str], targets: list[str], matrix, *, caption: str, diagonal: str) -> str:
+def _matrix_html(sources: list[str], targets: list[str], matrix, *, caption: str, diagonal: str, words: Words) -> str:
     """A from/to matrix as a table: rows the class at date 1, columns at date 2, totals, in ha; the diagonal
     (same class at both dates) shaded and named by ``diagonal``."""
     if not sources:
-        return _none(f"{caption}: nothing to show")
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in targets)
+        return _none(f"{caption}: {words('nothing')}")
+    head = "".join(f"<th>{_e(t)}</th>" for t in targets)
     body = []
     for i, source in enumerate(sources):
         cells = "".join(
-            f'<td class="{"diag" if source == target else ""}">{_ha(matrix[i, j]) if matrix[i, j] else ""}</td>'
+            f'<td class="{"diag" if source == target else ""}">{words.ha(matrix[i, j]) if matrix[i, j] else ""}</td>'
             for j, target in enumerate(targets))
-        body.append(f"<tr><th>{html.escape(source)}</th>{cells}<td class='total'>{_ha(matrix[i].sum())}</td></tr>")
-    totals = "".join(f"<td>{_ha(v)}</td>" for v in matrix.sum(axis=0))
-    body.append(f"<tr class='total'><th>total</th>{totals}<td>{_ha(matrix.sum())}</td></tr>")
-    note = f"<p class='none'>Rows: class at date 1 (from); columns: class at date 2 (to); ha. Shaded: {html.escape(diagonal)}.</p>"
-    return (f"<table class='matrix'><caption>{html.escape(caption)}</caption><tr><th>from \\ to</th>{head}<th>total</th></tr>"
-            f"{''.join(body)}</table>{note}")
+        body.append(f"<tr><th>{_e(source)}</th>{cells}<td class='total'>{words.ha(matrix[i].sum())}</td></tr>")
+    totals = "".join(f"<td>{words.ha(v)}</td>" for v in matrix.sum(axis=0))
+    body.append(f"<tr class='total'><th>{_e(words('total'))}</th>{totals}<td>{words.ha(matrix.sum())}</td></tr>")
+    note = f"<p class='none'>{_e(words('matrix.note', diagonal=diagonal))}</p>"
+    return (f"<table class='matrix'><caption>{_e(caption)}</caption><tr><th>{_e(words('from_to'))}</th>{head}"
+            f"<th>{_e(words('total'))}</th></tr>{''.join(body)}</table>{note}")
 
 
-def _matrices(rows: list[dict[str, str]], *, caption: str, diagonal: str, order: list[str], value: str = "area_ha") -> str:
-    """The matrix of every zone together, then one per zone (folded)."""
-    out = _matrix_html(*fromto_matrix(rows, value=value, order=order), caption=f"{caption}, all zones", diagonal=diagonal)
+def _matrices(rows: list[dict[str, str]], *, caption: str, diagonal: str, order: list[str], words: Words,
+              value: str = "area_ha") -> str:
+    """The matrix of every zone together, then one per zone (folded on screen, all shown in print)."""
+    out = _matrix_html(*fromto_matrix(rows, value=value, order=order), caption=words("matrix.all", caption=caption),
+                       diagonal=diagonal, words=words)
     zones = [z for z in dict.fromkeys(r["zone"] for r in rows) if z != "all"]
     for zone in zones:
         table = _matrix_html(*fromto_matrix(rows, zone=zone, value=value, order=order), caption=f"{caption}, {zone}",
-                             diagonal=diagonal)
-        out += f"<details><summary>{html.escape(zone)}</summary>{table}</details>"
+                             diagonal=diagonal, words=words)
+        out += f"<details open><summary>{_e(zone)}</summary>{table}</details>"
     return out
 
 
@@ -186,7 +255,196 @@ def _class_order(compare: Path) -> list[str]:
         return []
 
 
-def _summary(parts: dict[str, Any], title: str) -> str:
+# --------------------------------------------------------------------------------------------
+# the opening: question, data, method, reading
+# --------------------------------------------------------------------------------------------
+
+def _records(parts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s: r for s in ("detect", "damage") if parts.get(s) and (r := _json(parts[s] / RUN_RECORD))}
+
+
+def _images(info: dict[str, Any], words: Words) -> str:
+    files = info.get("files") or []
+    if not files:
+        return "?"
+    if len(files) == 1:
+        return Path(files[0]).name
+    return words("files", n=len(files), folder=Path(files[0]).parent.name)
+
+
+def _name(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(Path(str(v)).name for v in value)
+    return Path(str(value)).name
+
+
+def _data(parts: dict[str, Any], records: dict[str, dict[str, Any]], dates, study: dict[str, Any], words: Words,
+          credit: str | None) -> list[str]:
+    """Sentences on the data: images and dates, sensor, grid, bands, land-cover maps, zones, reference."""
+    lines = []
+    inputs = study.get("inputs") if isinstance(study.get("inputs"), dict) else {}
+    record = records.get("detect") or records.get("damage")
+    unknown = words("date.unknown")
+    if record:
+        lines.append(words("data.images", before=_images(record["inputs"]["before"], words),
+                           after=_images(record["inputs"]["after"], words),
+                           date_before=dates[0] or unknown, date_after=dates[1] or unknown))
+        sensor = maps.sensor_of(record)
+        if sensor:
+            lines.append(words("data.sensor", sensor=sensor))
+        grid = record["grid"]
+        res = abs(float(grid["res"][0]))
+        area = (record.get("results") or {}).get("valid_pixels")
+        area_ha = (area if area is not None else grid["width"] * grid["height"]) * res * res / 10_000
+        lines.append(words("data.grid", width=words.integer(grid["width"]), height=words.integer(grid["height"]),
+                           res=words.number(res, 3), crs=grid["crs"], area=words.ha(area_ha)))
+        bands = record.get("bands")
+        if bands:
+            lines.append(words("data.bands", bands=", ".join(map(str, bands))))
+    if inputs.get("landcover_before") and inputs.get("landcover_after") and parts.get("compare"):
+        lines.append(words("data.landcover", before=_name(inputs["landcover_before"]), after=_name(inputs["landcover_after"])))
+    elif inputs.get("current_change") and parts.get("compare"):
+        lines.append(words("data.current_change", layer=_name(inputs["current_change"])))
+    if inputs.get("zones"):
+        lines.append(words("data.zones", zones=_name(inputs["zones"]), field=inputs.get("zone_field") or "?"))
+    if inputs.get("buildings") and parts.get("damage"):
+        lines.append(words("data.buildings", buildings=_name(inputs["buildings"])))
+    if inputs.get("reference") and parts.get("evaluate"):
+        lines.append(words("data.reference", reference=_name(inputs["reference"])))
+    if inputs.get("damage_reference") and parts.get("evaluate-damage"):
+        lines.append(words("data.damage_reference", reference=_name(inputs["damage_reference"]),
+                           field=inputs.get("damage_reference_field") or "?"))
+    if credit:
+        lines.append(words("credit", credit=credit) + ".")
+    return lines
+
+
+def _method(parts: dict[str, Any], records: dict[str, dict[str, Any]], words: Words) -> list[str]:
+    lines = []
+    record = records.get("detect")
+    if record:
+        method, threshold = record.get("method", {}), record["threshold"]
+        options = record.get("options", {})
+        mmu = options.get("min_area_m2")
+        text = words("method.detect", name=method.get("name", "?"), units=method.get("score_units", ""),
+                     threshold=words.number(threshold["value"], 4), rule=threshold.get("rule", ""),
+                     mmu=words("method.mmu", area=words.number(mmu)) if mmu else "")
+        coreg = record.get("coregistration") or {}
+        if coreg.get("corrected") and coreg.get("dx_m") is not None:
+            text += words("method.coreg", shift=words.number((coreg["dx_m"] ** 2 + coreg["dy_m"] ** 2) ** 0.5, 2))
+        lines.append(text)
+    if records.get("damage"):
+        lines.append(words("method.damage", name=records["damage"].get("method", {}).get("name", "?")))
+    if parts.get("compare"):
+        lines.append(words("method.compare"))
+    metrics = _json(parts["evaluate"] / "metrics.json") if parts.get("evaluate") else None
+    if metrics:
+        n_boot = next((v.get("n_boot") for v in (metrics.get("pixel_ci") or {}).values() if isinstance(v, dict)), None)
+        lines.append(words("method.evaluate", n_boot=words.integer(n_boot or 0)))
+    damage_metrics = _json(parts["evaluate-damage"] / "damage_metrics.json") if parts.get("evaluate-damage") else None
+    if damage_metrics:
+        lines.append(words("method.evaluate_damage", join=damage_metrics.get("join", "")))
+    return lines
+
+
+def _kappa_meaning(kappa: float, words: Words) -> str:
+    """Landis and Koch's reading of kappa, merged into four plain levels."""
+    key = "poor" if kappa < 0.2 else "weak" if kappa < 0.4 else "moderate" if kappa < 0.6 else "good"
+    return words(f"read.kappa.{key}")
+
+
+def _f1_reading(f1: float, words: Words) -> tuple[str, bool]:
+    """(sentence, is a caveat) for an F1 score."""
+    if f1 < 0.3:
+        return words("read.f1.low"), True
+    if f1 < 0.6:
+        return words("read.f1.mid"), True
+    return words("read.f1.high"), False
+
+
+def _reading(parts: dict[str, Any], records: dict[str, dict[str, Any]], warnings: list[str], words: Words) -> list[tuple[str, bool]]:
+    """The results in a few sentences, each with whether it is a caveat (drawn as one), from the numbers only."""
+    out: list[tuple[str, bool]] = []
+    results = (records.get("detect") or {}).get("results") or {}
+    if results.get("changed_area_ha") is not None:
+        out.append((words("read.changes", area=words.ha(results["changed_area_ha"]),
+                          share=words.percent(results.get("changed_fraction") or 0),
+                          polygons=words.integer(results.get("polygons", 0))), False))
+    metrics = _json(parts["evaluate"] / "metrics.json") if parts.get("evaluate") else None
+    if metrics and metrics.get("pixel", {}).get("f1") is not None:
+        pixel, ci = metrics["pixel"], metrics.get("pixel_ci") or {}
+        f1 = float(pixel["f1"])
+        low, high = (ci.get("f1") or {}).get("low"), (ci.get("f1") or {}).get("high")
+        out.append((words("read.f1", f1=words.number(f1), low=words.number(low), high=words.number(high),
+                          p=words.number(pixel.get("precision")), r=words.number(pixel.get("recall"))), False))
+        out.append(_f1_reading(f1, words))
+        precision, recall = pixel.get("precision"), pixel.get("recall")
+        if precision is not None and precision < 0.5:
+            out.append((words("read.precision.low", p=words.number(precision), n=words.integer(100 * precision)), True))
+        if recall is not None and recall < 0.5:
+            out.append((words("read.recall.low", r=words.number(recall), n=words.integer(100 * recall)), True))
+        if pixel.get("kappa") is not None:
+            kappa = float(pixel["kappa"])
+            out.append((words("read.kappa", kappa=words.number(kappa), meaning=_kappa_meaning(kappa, words)), kappa < 0.4))
+        if low is not None and high is not None and high - low > 0.3:
+            out.append((words("read.ci_wide", low=words.number(low), high=words.number(high)), True))
+    compare = parts.get("compare")
+    if compare and (compare / "agreement_by_zone.csv").is_file():
+        total = next((r for r in maps.read_csv(compare / "agreement_by_zone.csv") if r.get("zone") == "all"), None)
+        if total:
+            agreement = float(total["agreement_of_changes"] or 0)
+            out.append((words("read.agreement", both=words.ha(float(total["both_ha"])),
+                              only_ours=words.ha(float(total["only_ours_ha"])),
+                              only_current=words.ha(float(total["only_current_ha"])),
+                              agreement=words.number(agreement)), False))
+            if agreement < 0.3:
+                out.append((words("read.agreement.low"), True))
+    elif compare and (compare / "landcover_transitions.csv").is_file():
+        changed = [r for r in maps.read_csv(compare / "landcover_transitions.csv")
+                   if r["zone"] == "all" and r["changed"] == "True"]
+        out.append((words("read.landcover", area=words.ha(sum(float(r["area_ha"]) for r in changed))), False))
+    damage = records.get("damage")
+    if damage:
+        counts = (damage.get("results") or {}).get("per_grade") or {}
+        if counts:
+            grades = ", ".join(f"{maps.grade_label(g, words.language)} {words.integer(n)}" for g, n in counts.items())
+            out.append((words("read.damage", buildings=words.integer(sum(counts.values())), grades=grades), False))
+    damage_metrics = _json(parts["evaluate-damage"] / "damage_metrics.json") if parts.get("evaluate-damage") else None
+    if damage_metrics:
+        f1, kappa = damage_metrics["damaged_f1"], damage_metrics["weighted_kappa"]
+        out.append((words("read.damage_eval", f1=words.number(f1["value"]), low=words.number(f1.get("ci_low")),
+                          high=words.number(f1.get("ci_high")), kappa=words.number(kappa["value"])), False))
+        out.append(_f1_reading(float(f1["value"]), words))
+        if kappa["value"] is not None:
+            out.append((words("read.kappa", kappa=words.number(kappa["value"]),
+                              meaning=_kappa_meaning(float(kappa["value"]), words)), float(kappa["value"]) < 0.4))
+    if warnings:
+        out.append((words("read.warnings", n=words.integer(len(warnings))), False))
+    return out or [(words("read.none"), False)]
+
+
+def _summary(parts: dict[str, Any], title: str, words: Words, *, description: str = "", dates=(None, None),
+             warnings: list[str] | None = None, credit: str | None = None) -> str:
+    """The opening section: question, data, method, reading of the results (module notes)."""
+    study = study_file(parts)
+    description = description or str(study.get("description") or "").strip()
+    records = _records(parts)
+    out = f"<h3>{_e(words('question'))}</h3>"
+    out += f"<p>{_e(description)}</p>" if description else _none(words("no_description"))
+    data = _data(parts, records, dates, study, words, credit)
+    if data:
+        out += f"<h3>{_e(words('data'))}</h3><ul>" + "".join(f"<li>{_e(line)}</li>" for line in data) + "</ul>"
+    method = _method(parts, records, words)
+    if method:
+        out += f"<h3>{_e(words('method'))}</h3><ul>" + "".join(f"<li>{_e(line)}</li>" for line in method) + "</ul>"
+    out += f"<h3>{_e(words('reading'))}</h3>"
+    for text, caveat in _reading(parts, records, warnings or [], words):
+        out += f'<p class="caveat">{_e(text)}</p>' if caveat else f"<p>{_e(text)}</p>"
+    return out
+
+
+def _details(parts: dict[str, Any], words: Words) -> str:
+    """The technical details of the run: steps and their time, files, grid, settings, versions (an appendix)."""
     rows = []
     study = parts.get("study")
     if study:
@@ -214,81 +472,142 @@ def _summary(parts: dict[str, Any], title: str) -> str:
         rows.append({"item": f"{step}: settings", "value": ", ".join(f"{k}={v}" for k, v in flat.items() if v not in (None, False))})
         rows.append({"item": f"{step}: run", "value": f"deltacd {record['deltacd_version']}, {record.get('created_utc', '')}, "
                                                       f"{record['timings_s'].get('total', 0):.1f} s"})
-        results = record.get("results", {})
-        if step == "detect":
-            rows.append({"item": "changes", "value": f"{results['polygons']} polygons, {results['changed_area_ha']:.2f} ha "
-                                                     f"({100 * (results['changed_fraction'] or 0):.2f} % of valid pixels)"})
-    return f"<p>{html.escape(title)}</p>" + _table(rows, ["item", "value"], limit=100)
+    if not rows:
+        return ""
+    if words.language == "fr":  # the items' words; the values are the run's own (paths, settings as the flags name them)
+        names = {"study": "étude", "step": "étape", "before": "avant", "after": "après", "grid": "grille",
+                 "method": "méthode", "threshold": "seuil", "settings": "réglages", "run": "exécution"}
+        for row in rows:
+            row["item"] = re.sub(r"\b(study|step|before|after|grid|method|threshold|settings|run)\b",
+                                 lambda m: names[m.group(1)], row["item"])
+    rows = [{"item": r["item"], "detail": r["value"]} for r in rows]
+    return _table(rows, words, ["item", "detail"], limit=100).replace("<td class='num'>", "<td>")
 
 
-def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: int,
-                   dates: tuple[str | None, str | None] = (None, None)) -> dict[str, str]:
-    """The HTML of every section (``SECTIONS``), drawing the figures into ``figures``."""
-    out = {"summary": _summary(parts, title)}
-    detect, damage = parts.get("detect"), parts.get("damage")
+# --------------------------------------------------------------------------------------------
+# warnings
+# --------------------------------------------------------------------------------------------
+
+#: Texts of library notices that older run records kept among deltacd's warnings (a library's API deprecation
+#: raised from deltacd's code: a note for deltacd's developers, meaningless to the analyst). New records leave
+#: them out where they are collected (:func:`deltacd.io.runlog.is_ours`); these drop them from older ones.
+_LIBRARY_NOTICES = ("matmul instead of", "deprecat", "futurewarning", "will be removed in")
+
+
+def _is_library_notice(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in _LIBRARY_NOTICES)
+
+
+def _warnings(records: dict[str, dict[str, Any]], words: Words) -> list[str]:
     warnings: list[str] = []
-    records = {s: _json(parts[s] / RUN_RECORD) for s in ("detect", "damage") if parts.get(s)}
     for step, record in records.items():
-        warnings += [f"{step}: {w}" for w in record.get("warnings", [])]
+        warnings += [f"{step}: {w}" for w in record.get("warnings", []) if not _is_library_notice(str(w))]
         coreg = record.get("coregistration")
         if coreg and coreg.get("blocks_measured") and not coreg.get("reliable", True):
-            warnings.append(f"{step}: co-registration unreliable ({coreg['blocks_used']} of {coreg['blocks_measured']} blocks agree)")
+            warnings.append(words("coreg.unreliable", step=step, used=coreg["blocks_used"], measured=coreg["blocks_measured"]))
+    detect = records.get("detect") or {}
+    if ((detect.get("results") or {}).get("changed_fraction") or 0) > 0.5:
+        warnings.append(words("half_changed"))
+    return list(dict.fromkeys(warnings))
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+
+def build_sections(parts: dict[str, Any], figures: Path, title: str, max_size: int,
+                   dates: tuple[str | None, str | None] = (None, None), *, language: str = "en", description: str = "",
+                   credit: str | None = None) -> dict[str, str]:
+    """The HTML of the sections of what ran (keys of :data:`SECTIONS`, in order), drawing the figures into ``figures``.
+
+    A section is left out when its step did not run (no placeholder saying so): the reader of a
+    damage study does not need to be told there is no land-cover comparison.
+    """
+    words = Words(language)
+    detect, damage = parts.get("detect"), parts.get("damage")
+    records = _records(parts)
+    warnings = _warnings(records, words)
+    credit = credit if credit is not None else next((c for r in records.values() if (c := maps.credit_of(r, dates, language))), None)
+    out: dict[str, str] = {"summary": _summary(parts, title, words, description=description, dates=dates,
+                                               warnings=warnings, credit=credit)}
     compare = parts.get("compare")
+    style = maps.MapStyle(language=language, credit=credit)
     if detect:  # the changes by transition and by kind are drawn with the compare step's maps
-        path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size)
-        out["maps"] = _figure(path, "before, after and the changes, with the CRS and dates of the images")
+        path = maps.change_maps(detect, figures / "changes_map.png", dates=dates, max_size=max_size, style=style)
+        out["maps"] = (_figure(path, words("cap.changes_map"), words)
+                       + _figure(maps.images_path(path), words("cap.images"), words))
         record = records["detect"]
-        out["coregistration"] = _figure(maps.coregistration_figure(record, record["grid"], figures / "coregistration.png"),
-                                        "shift measured in each block (arrows magnified)") or _none("co-registration was not run")
-        out["histogram"] = _figure(maps.histogram_figure(record, figures / "score_histogram.png"), "score histogram and threshold")
+        coreg = _figure(maps.coregistration_figure(record, record["grid"], figures / "coregistration.png", language),
+                        words("cap.coreg"), words)
+        if coreg:
+            out["coregistration"] = coreg
+        histogram = _figure(maps.histogram_figure(record, figures / "score_histogram.png", language), words("cap.histogram"), words)
+        if histogram:
+            out["histogram"] = histogram
         uncertainty = DetectOutputs(detect).uncertainty
         if uncertainty.is_file():
             out["uncertainty"] = _figure(maps.raster_map(uncertainty, figures / "uncertainty.png",
                                                          title="predictive entropy over test-time augmentation",
-                                                         label="bits", cmap="inferno"), "where the network is unsure")
-        if (record.get("results") or {}).get("changed_fraction", 0) and record["results"]["changed_fraction"] > 0.5:
-            warnings.append("detect: more than half of the valid pixels are flagged as changed")
+                                                         label="bits", cmap="inferno", style=style),
+                                         words("cap.uncertainty"), words)
     if damage:
-        path = maps.damage_map(damage, figures / "damage_map.png", date=dates[1], max_size=max_size)
+        path = maps.damage_map(damage, figures / "damage_map.png", date=dates[1], max_size=max_size, style=style)
         counts = records.get("damage", {}).get("results", {}).get("per_grade", {})
         rows = maps.read_csv(DamageOutputs(damage).summary)
-        body = _figure(path, "buildings by damage grade over the post-event image")
-        body += _figure(maps.bar_figure(list(counts), list(counts.values()), figures / "damage_counts.png",
-                                        xlabel="buildings", title="buildings per damage grade"), "buildings per grade")
-        out["damage"] = body + _table(rows, ["zone", "damage_label", "buildings", "footprint_area_m2"], limit=60)
-        if "maps" not in out:
-            out["maps"] = _figure(path, "damage map")
+        body = _figure(path, words("cap.damage_map"), words)
+        body += _figure(maps.bar_figure([maps.grade_label(g, language) for g in counts], list(counts.values()),
+                                        figures / "damage_counts.png", xlabel=words.column("buildings")[0],
+                                        title=words("cap.damage_counts")), words("cap.damage_counts"), words)
+        for row in rows:
+            row["damage_label"] = maps.grade_label(row.get("damage_label", ""), language)
+        out["damage"] = body + _table(rows, words, ["zone", "damage_label", "buildings", "footprint_area_m2"], limit=60,
+                                      file="damage/summary.csv")
         if "histogram" not in out:
-            out["histogram"] = _figure(maps.histogram_figure(records["damage"], figures / "score_histogram.png"),
-                                       "score histogram and threshold")
+            histogram = _figure(maps.histogram_figure(records["damage"], figures / "score_histogram.png", language),
+                                words("cap.histogram"), words)
+            if histogram:
+                out["histogram"] = histogram
         if parts.get("evaluate-damage"):
-            out["damage"] += _damage_evaluation(damage, parts["evaluate-damage"], figures, dates, max_size)
+            out["damage"] += _damage_evaluation(damage, parts["evaluate-damage"], figures, dates, max_size, words, style)
     if compare:
-        out.update(_compare_sections(compare, detect, figures, dates, max_size, out))
+        out.update(_compare_sections(compare, detect, figures, dates, max_size, out, words, style))
     evaluate = parts.get("evaluate")
     metrics = _json(evaluate / "metrics.json") if evaluate else None
     if metrics:
-        pixel, intervals = metrics.get("pixel", {}), metrics.get("pixel_ci", {})
-        rows = [{"score": name, "value": pixel.get(name), "95 % CI low": (intervals.get(name) or {}).get("low"),
-                 "95 % CI high": (intervals.get(name) or {}).get("high")}
-                for name in ("f1", "precision", "recall", "iou", "kappa", "overall_accuracy", "macro_f1") if name in pixel]
-        body = _table(rows)
-        for png in sorted(evaluate.glob("*.png")):
-            copy = figures / f"accuracy_{png.name}"
-            copy.write_bytes(png.read_bytes())
-            body += _figure(copy, png.stem.replace("_", " "))
-        out["accuracy"] = body
-    out["warnings"] = "".join(f'<div class="warning">{html.escape(w)}</div>' for w in dict.fromkeys(warnings)) or _none("no warning")
-    defaults = {"maps": "no map: this run has neither change nor damage outputs", "coregistration": "co-registration was not run",
-                "histogram": "no score histogram in this run", "transitions": "no compare step in this run",
-                "agreement": "no compare step in this run: no current method to agree with",
-                "accuracy": "no reference was given: no accuracy", "damage": "no damage step in this run",
-                "uncertainty": "no uncertainty: it is computed for networks run with --uncertainty"}
-    return {key: out.get(key) or _none(defaults.get(key, "")) for key, _ in SECTIONS}
+        out["accuracy"] = _accuracy(metrics, evaluate, figures, words)
+    if warnings:
+        out["warnings"] = f"<p>{_e(words('warnings.intro'))}</p>" + "".join(
+            f'<div class="warning">{_e(w)}</div>' for w in warnings)
+    details = _details(parts, words)
+    if details:
+        out["details"] = details
+    return {key: out[key] for key in SECTIONS if out.get(key)}
+
+
+def _accuracy(metrics: dict[str, Any], evaluate: Path, figures: Path, words: Words) -> str:
+    """The scores with their 95 % interval and what each one says; the evaluation's figures."""
+    pixel, intervals = metrics.get("pixel", {}), metrics.get("pixel_ci", {})
+    ci_key = {"overall_accuracy": "accuracy"}
+    rows = []
+    for name in ("f1", "precision", "recall", "iou", "kappa", "overall_accuracy", "macro_f1"):
+        if name not in pixel:
+            continue
+        interval = intervals.get(ci_key.get(name, name)) or {}
+        label, meaning = words.metric(name)
+        ci = (f"{words.number(interval['low'])} – {words.number(interval['high'])}"
+              if interval.get("low") is not None and interval.get("high") is not None else "")
+        rows.append({"score": label, "value": words.number(pixel.get(name)), "ci": ci, "meaning": meaning})
+    body = _table(rows, words, ["score", "value", "ci", "meaning"], limit=20)
+    for png in sorted(evaluate.glob("*.png")):
+        copy = figures / f"accuracy_{png.name}"
+        copy.write_bytes(png.read_bytes())
+        body += _figure(copy, words("cap.accuracy", name=png.stem.replace("_", " ")), words)
+    return body
 
 
 def _compare_sections(compare: Path, detect: Path | None, figures: Path, dates, max_size: int,
-                      done: dict[str, str]) -> dict[str, str]:
+                      done: dict[str, str], words: Words, style: maps.MapStyle) -> dict[str, str]:
     """The sections drawn from a study's compare step: land-cover maps, the current method's changes, ours by
     kind and their agreement as maps; from/to matrices (all zones, then per zone); agreement per zone and transition."""
     out: dict[str, str] = {}
@@ -297,12 +616,15 @@ def _compare_sections(compare: Path, detect: Path | None, figures: Path, dates, 
     landcover = compare / "landcover_overview.tif"
     maps_html = ""
     if landcover.is_file():
-        maps_html += _figure(maps.landcover_maps(landcover, figures / "landcover_maps.png", dates=dates),
-                             "land cover of each date (the current method's input), at reduced resolution")
-    comparison = maps.comparison_maps(compare, figures / "changes_compared.png", detect=detect, dates=dates, max_size=max_size)
+        maps_html += _figure(maps.landcover_maps(landcover, figures / "landcover_maps.png", dates=dates, style=style),
+                             words("cap.landcover"), words)
+    comparison = maps.comparison_maps(compare, figures / "changes_compared.png", detect=detect, dates=dates,
+                                      max_size=max_size, style=style)
     ours = (compare / "transitions.csv").is_file()
-    compared = _figure(comparison, "the current method's changes by transition; deltacd's changes by kind; where the two "
-                                   "agree" if ours else "the current method's changes (post-classification), by transition")
+    compared = _figure(comparison, words("cap.compared_pcc"), words)
+    if comparison is not None and ours:
+        _, ours_path, agreement_path = maps.comparison_paths(comparison)
+        compared += _figure(ours_path, words("cap.compared_ours"), words) + _figure(agreement_path, words("cap.compared"), words)
     out["maps"] = (done.get("maps") or "") + maps_html + ("" if ours else compared)
     lc_rows = maps.read_csv(compare / "landcover_transitions.csv") if (compare / "landcover_transitions.csv").is_file() else []
     body = ""
@@ -313,87 +635,93 @@ def _compare_sections(compare: Path, detect: Path | None, figures: Path, dates, 
             total = kinds["all"]
             within = kinds.get("within class", {})
             setting = study.get("within_class", "apart")
-            counted = ("counted apart, not as land-cover change" if setting == "apart" else
-                       "counted as change" if setting == "change" else f"counted as change for {', '.join(setting)} only")
-            body += (f"<p>Of deltacd's {total['polygons']:,} change polygons ({_ha(total['area_ha'])} ha), "
-                     f"{kinds['transition']['polygons']:,} ({_ha(kinds['transition']['area_ha'])} ha) change class between "
-                     f"the two land-cover maps (transitions) and {within.get('polygons', 0):,} "
-                     f"({_ha(within.get('area_ha', 0))} ha) keep their class: changes within a class (a new roof on a roof, "
-                     f"a crop after a crop), {counted} (setting <code>within_class: {html.escape(str(setting))}</code>)"
-                     + (f"; {kinds['unknown']['polygons']:,} lie outside the land-cover maps" if kinds.get("unknown", {}).get("polygons")
-                        else "") + ".</p>")
+            counted = (words("kinds.apart") if setting == "apart" else words("kinds.change") if setting == "change"
+                       else words("kinds.some", classes=", ".join(setting)))
+            unknown = kinds.get("unknown", {}).get("polygons")
+            body += "<p>" + _e(words("kinds", polygons=words.integer(total["polygons"]), area=words.ha(total["area_ha"]),
+                                     t_polygons=words.integer(kinds["transition"]["polygons"]),
+                                     t_area=words.ha(kinds["transition"]["area_ha"]),
+                                     w_polygons=words.integer(within.get("polygons", 0)),
+                                     w_area=words.ha(within.get("area_ha", 0)), counted=counted, setting=setting,
+                                     unknown=words("kinds.unknown", n=words.integer(unknown)) if unknown else "")) + "</p>"
         counted_rows = [r for r in rows if r["zone"] == "all" and r.get("counts_as_change", "True") == "True"]
         within_rows = [r for r in rows if r["zone"] == "all" and r.get("change_kind") == "within class"]
         body += _figure(maps.bar_figure([r["transition"] for r in counted_rows[:15]], [float(r["area_ha"]) for r in counted_rows[:15]],
-                                        figures / "transitions.png", xlabel="ha", title="deltacd's changes that count as change, "
-                                        "per transition"), "areas per transition (changes within a class apart)")
+                                        figures / "transitions.png", xlabel="ha", title=words("cap.transitions")),
+                        words("cap.transitions"), words)
         if within_rows:
             body += _figure(maps.bar_figure([r["transition"] for r in within_rows], [float(r["area_ha"]) for r in within_rows],
-                                            figures / "within_class.png", xlabel="ha", title="deltacd's changes within a class"),
-                            "changes within a class: the class is the same at both dates")
-        body += _matrices(rows, caption="deltacd's changes by from/to class (ha)", diagonal="changes within a class",
-                          order=order)
-        body += _table([{**r, "area_ha": _ha(float(r["area_ha"]))} for r in rows],
-                       ["zone", "transition", "change_kind", "counts_as_change", "polygons", "area_ha"], limit=40)
+                                            figures / "within_class.png", xlabel="ha", title=words("cap.within")),
+                            words("cap.within"), words)
+        body += _matrices(rows, caption=words("ours_matrix"), diagonal=words("within_class"), order=order, words=words)
+        body += _table(rows, words, ["zone", "transition", "change_kind", "counts_as_change", "polygons", "area_ha"],
+                       limit=40, file="compare/transitions.csv")
     if lc_rows:
         changed = [r for r in lc_rows if r["zone"] == "all" and r["changed"] == "True"]
         if not ours:
             body += _figure(maps.bar_figure([r["transition"] for r in changed[:15]], [float(r["area_ha"]) for r in changed[:15]],
-                                            figures / "transitions.png", xlabel="ha",
-                                            title="land-cover transitions between the two maps"),
-                            "areas per transition of the land-cover maps (the current method's changes)")
+                                            figures / "transitions.png", xlabel="ha", title=words("cap.transitions_pcc")),
+                            words("cap.transitions_pcc"), words)
         pcc = study.get("post_classification_changes") or {}
         if pcc:
-            body += (f"<p>The current method (the land-cover maps compared class by class) changes "
-                     f"{_ha(sum(float(r['area_ha']) for r in changed))} ha, in {pcc['polygons']:,} polygons "
-                     f"(<code>post_classification_changes.gpkg</code>, layer <code>changes</code>).</p>")
-        body += _matrices(lc_rows, caption="the land-cover maps' from/to matrix: the current method (ha)",
-                          diagonal="unchanged", order=order)
-    out["transitions"] = body
+            body += "<p>" + _e(words("pcc", area=words.ha(sum(float(r["area_ha"]) for r in changed)),
+                                     polygons=words.integer(pcc["polygons"]))) + "</p>"
+        body += _matrices(lc_rows, caption=words("lc_matrix"), diagonal=words("unchanged"), order=order, words=words)
+    if body:
+        out["transitions"] = body
     if ours:
         by_zone = maps.read_csv(compare / "agreement_by_zone.csv")
-        body = compared + _figure(maps.agreement_figure(by_zone, figures / "agreement_zones.png", title="change area per zone"),
-                                  "agreement with the current method per zone") + _table(by_zone)
+        body = compared + _figure(maps.agreement_figure(by_zone, figures / "agreement_zones.png", title=words("cap.agreement_zones"),
+                                                        language=words.language),
+                                  words("cap.agreement_zones"), words) + _table(by_zone, words, file="compare/agreement_by_zone.csv")
         if (compare / "agreement_by_transition.csv").is_file():
             by_transition = maps.read_csv(compare / "agreement_by_transition.csv")
             body += _figure(maps.agreement_figure(by_transition, figures / "agreement_transitions.png", key="transition",
-                                                  title="change area per transition"), "agreement per transition")
-            body += _table(by_transition, limit=20)
+                                                  title=words("cap.agreement_transitions"), language=words.language),
+                            words("cap.agreement_transitions"), words)
+            body += _table(by_transition, words, limit=20, file="compare/agreement_by_transition.csv")
         out["agreement"] = body
     elif lc_rows:
-        out["agreement"] = _none("no detect step: the land-cover maps are compared with each other only")
+        out["agreement"] = _none(words("no_detect_agreement"))
     return out
 
 
-def _damage_evaluation(damage: Path, evaluation: Path, figures: Path, dates, max_size: int) -> str:
+def _damage_evaluation(damage: Path, evaluation: Path, figures: Path, dates, max_size: int, words: Words,
+                       style: maps.MapStyle) -> str:
     """Our grades against the reference study: the map per building, the confusion matrix, counts per grade and zone."""
     metrics = _json(evaluation / "damage_metrics.json")
     if not metrics:
         return ""
+    language = words.language
     f1, kappa = metrics["damaged_f1"], metrics["weighted_kappa"]
-    ci = f" (95 % CI {f1['ci_low']:.3f} - {f1['ci_high']:.3f})" if f1.get("ci_low") is not None else ""
+    ci = words("ci", low=words.number(f1["ci_low"]), high=words.number(f1["ci_high"])) if f1.get("ci_low") is not None else ""
     b = metrics["buildings"]
-    body = (f"<p>Against the reference study: damaged-vs-undamaged F1 {_fmt(f1['value'])}{ci}, weighted kappa "
-            f"{_fmt(kappa['value'])}, {b['graded_on_both']:,} buildings graded in both ({b['matched']:,} matched, "
-            f"{b['only_ours']:,} only in ours, {b['only_reference']:,} only in the reference; join: {html.escape(metrics['join'])}).</p>")
-    body += _figure(maps.damage_comparison_map(damage, evaluation, figures / "damage_compared.png", date=dates[1], max_size=max_size),
-                    "the reference study's grade, deltacd's and their agreement, per building (agreement.gpkg: building_id, "
-                    "reference_id)")
+    body = "<p>" + _e(words("damage.against", f1=words.number(f1["value"]), ci=ci, kappa=words.number(kappa["value"]),
+                            graded=words.integer(b["graded_on_both"]), matched=words.integer(b["matched"]),
+                            only_ours=words.integer(b["only_ours"]), only_reference=words.integer(b["only_reference"]),
+                            join=metrics["join"])) + "</p>"
+    compared = maps.damage_comparison_map(damage, evaluation, figures / "damage_compared.png", date=dates[1],
+                                          max_size=max_size, style=style)
+    body += _figure(compared, words("cap.damage_compared"), words)
+    if compared is not None:
+        body += _figure(compared.with_name(f"{compared.stem}_agreement.png"), words("cap.damage_agreement"), words)
     confusion = metrics["confusion"]
-    grades = confusion["grades"]
+    grades = [maps.grade_label(g, language) for g in confusion["grades"]]
     counts = confusion["counts"]
-    head = "".join(f"<th>{html.escape(g)}</th>" for g in grades)
-    rows = "".join(f"<tr><th>{html.escape(g)}</th>" + "".join(
-        f"<td class='{'diag' if i == j else ''}'>{counts[i][j]:,}</td>" for j in range(len(grades)))
-        + f"<td class='total'>{sum(counts[i]):,}</td></tr>" for i, g in enumerate(grades))
-    totals = "".join(f"<td>{sum(row[j] for row in counts):,}</td>" for j in range(len(grades)))
-    body += (f"<table class='matrix'><caption>Confusion matrix of grades (buildings graded in both)</caption>"
-             f"<tr><th>reference \\ deltacd</th>{head}<th>total</th></tr>{rows}<tr class='total'><th>total</th>{totals}"
-             f"<td>{sum(map(sum, counts)):,}</td></tr></table><p class='none'>Rows: the reference study's grade; columns: "
-             "deltacd's; shaded: the same grade.</p>")
+    head = "".join(f"<th>{_e(g)}</th>" for g in grades)
+    rows = "".join(f"<tr><th>{_e(g)}</th>" + "".join(
+        f"<td class='{'diag' if i == j else ''}'>{words.integer(counts[i][j])}</td>" for j in range(len(grades)))
+        + f"<td class='total'>{words.integer(sum(counts[i]))}</td></tr>" for i, g in enumerate(grades))
+    totals = "".join(f"<td>{words.integer(sum(row[j] for row in counts))}</td>" for j in range(len(grades)))
+    body += (f"<table class='matrix'><caption>{_e(words('confusion.caption'))}</caption>"
+             f"<tr><th>{_e(words('confusion.corner'))}</th>{head}<th>{_e(words('total'))}</th></tr>{rows}"
+             f"<tr class='total'><th>{_e(words('total'))}</th>{totals}<td>{words.integer(sum(map(sum, counts)))}</td></tr>"
+             f"</table><p class='none'>{_e(words('confusion.note'))}</p>")
     per_grade = maps.read_csv(evaluation / "per_grade.csv")
-    body += _table(per_grade, ["grade", "reference_buildings", "our_buildings", "precision", "recall", "f1", "f1_ci_low",
-                               "f1_ci_high"], limit=10)
+    for row in per_grade:
+        row["grade"] = maps.grade_label(row["grade"], language)
+    body += _table(per_grade, words, ["grade", "reference_buildings", "our_buildings", "precision", "recall", "f1",
+                                      "f1_ci_low", "f1_ci_high"], limit=10, file="evaluate-damage/per_grade.csv")
     if (evaluation / "per_zone.csv").is_file():
         per_zone = [r for r in maps.read_csv(evaluation / "per_zone.csv") if r["zone"] != "all"]
         if per_zone:
@@ -402,47 +730,69 @@ def _damage_evaluation(damage: Path, evaluation: Path, figures: Path, dates, max
             for zone in dict.fromkeys(r["zone"] for r in per_zone):
                 row: dict[str, Any] = {"zone": zone}
                 for r in (r for r in per_zone if r["zone"] == zone):
-                    row[r["grade"]] = f"{int(r['our_buildings']):,} / {int(r['reference_buildings']):,}"
+                    row[maps.grade_label(r["grade"], language)] = (f"{words.integer(r['our_buildings'])} / "
+                                                                   f"{words.integer(r['reference_buildings'])}")
                 table.append(row)
-            body += "<p>Buildings per zone and grade: deltacd / the reference study.</p>" + _table(table, ["zone", *grade_names],
-                                                                                                      limit=200)
+            body += f"<p>{_e(words('per_zone'))}</p>" + _table(
+                table, words, ["zone", *[maps.grade_label(g, language) for g in grade_names]], limit=200,
+                file="evaluate-damage/per_zone.csv")
     return body
 
 
-def render(title: str, sections: dict[str, str], webmap: bool) -> str:
-    nav = "".join(f'<a href="#{key}">{html.escape(name)}</a>' for key, name in SECTIONS)
-    link = '<p>Interactive map: <a href="webmap/index.html">webmap/index.html</a></p>' if webmap else ""
-    body = "".join(f'<section id="{key}"><h2>{html.escape(name)}</h2>{sections[key]}</section>' for key, name in SECTIONS)
+def render(title: str, sections: dict[str, str], webmap: bool, language: str = "en") -> str:
+    """The page: title, contents, then the sections given (those of what ran), in :data:`SECTIONS` order."""
+    words = Words(language)
+    keys = [key for key in SECTIONS if key in sections]
+    nav = "".join(f'<a href="#{key}">{_e(words("section." + key))}</a>' for key in keys)
+    link = (f'<p>{_e(words("webmap"))}: <a href="webmap/index.html">webmap/index.html</a></p>' if webmap else "")
+    body = "".join(f'<section id="{key}"><h2>{_e(words("section." + key))}</h2>{sections[key]}</section>' for key in keys)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    return (f'<!DOCTYPE html><html lang="{language}"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
-            f"<h1>{html.escape(title)}</h1><p>Report written by deltacd {__version__} on {stamp}.</p>{link}<nav>{nav}</nav>"
-            f"{body}</body></html>")
+            f"<h1>{_e(title)}</h1><p>{_e(words('written_by', version=__version__, stamp=stamp))}</p>{link}"
+            f'<nav aria-label="{_e(words("contents"))}">{nav}</nav>{body}</body></html>')
 
 
 def write_report(source: str | Path, out_dir: str | Path | None = None, *, title: str | None = None, webmap: bool = True,
-                 max_size: int = 1400, dates: tuple[str | None, str | None] | None = None, overwrite: bool = False) -> Path:
+                 max_size: int = 1400, dates: tuple[str | None, str | None] | None = None, overwrite: bool = False,
+                 language: str | None = None, description: str | None = None, credit: str | None = None) -> Path:
     """Write ``report.html`` (and ``figures/``, ``webmap/``) for the run or study folder ``source`` (module notes).
 
     ``out_dir`` defaults to ``source/report``; ``dates`` (before, after) are shown on the maps.
+    ``language`` is ``en`` or ``fr``; None takes the study file's ``language`` key, else English (so that
+    ``deltacd report STUDY_DIR`` writes a French study in French without being told). ``description``
+    (the question the study answers) defaults to the study file's; ``credit`` (the image credit on the maps)
+    to the one the sensor asks for (:func:`deltacd.report.maps.credit_of`).
     Returns the path of ``report.html``.
     """
     source = Path(source)
     if not source.is_dir():
         raise InputError(f"{source}: no such run or study folder; give the output folder of deltacd run, detect or damage")
     parts = find_parts(source)
+    config = study_file(parts)  # a study folder's settings fill what the caller did not give
+    if language is None:
+        given = config.get("language")
+        language = given if given in ("en", "fr") else "en"
+    language = check_language(language, "report language (language: in the study file, or --lang)")
+    inputs = config.get("inputs") if isinstance(config.get("inputs"), dict) else {}
+    if dates is None and (inputs.get("date_before") or inputs.get("date_after")):
+        dates = (inputs.get("date_before"), inputs.get("date_after"))
+    if credit is None and config.get("credit"):
+        credit = str(config["credit"])
     out = Path(out_dir) if out_dir is not None else source / "report"
     study = parts.get("study") or {}
-    title = title or study.get("name") or f"deltacd run {source.name}"
+    report_options = (config.get("steps") or {}).get("report") if isinstance(config.get("steps"), dict) else None
+    title = title or (report_options or {}).get("title") or study.get("name") or f"deltacd run {source.name}"
     record = source / RUN_RECORD
     with staged_output(out, overwrite=overwrite, kind="report", inputs=[record] if record.exists() else []) as staging:
         figures = staging / "figures"
         figures.mkdir()
-        sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None))
-        webmap = webmap and bool(parts.get("detect") or parts.get("damage"))  # a map needs imagery
+        sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None),
+                                  language=language, description=description or "", credit=credit)
+        webmap = webmap and bool(parts.get("detect") or parts.get("damage") or parts.get("compare"))
         if webmap:
             from deltacd.report.webmap import write_webmap
 
-            write_webmap(parts, staging / "webmap", title=title)
-        (staging / "report.html").write_text(render(title, sections, webmap), encoding="utf-8")
+            write_webmap(parts, staging / "webmap", title=title, lang=language)
+        (staging / "report.html").write_text(render(title, sections, webmap, language), encoding="utf-8")
     return out / "report.html"

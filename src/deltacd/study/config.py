@@ -4,6 +4,9 @@ Layout (every key is checked; an unknown one is an error that names it; relative
 relative to the study file)::
 
     name: Occitanie coast 2025
+    description: Land-cover changes ...  # the question the study answers: the report opens with it
+    language: fr                     # of the report: en (default) or fr; deltacd run/report --lang overrides it
+    credit: © CNES 2025, Distribution Airbus DS   # the images' credit on the maps (default: from the sensor)
     output: out/occitanie            # the study folder: one subfolder per step
     crs: EPSG:2154                   # output CRS of the change maps (default: the first image's)
     inputs:
@@ -55,7 +58,7 @@ from __future__ import annotations
 from dataclasses import fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -116,6 +119,8 @@ class StudyConfig:
     steps: dict[str, dict[str, Any]]
     crs: str | None = None
     description: str = ""
+    language: Literal["en", "fr"] = "en"
+    credit: str | None = None
     source: str | None = None
 
     @property

@@ -113,6 +113,8 @@ def record_of(name: str, config: StudyConfig, upstream: dict[str, dict[str, Any]
 
         inputs["review_store"] = sorted(latest_answers(reviewed_run(config)).items())
         inputs["labels"] = [fingerprint(p) for p in config.steps[name].get("labels", ())]
+    if name == "report":  # the report's words: a change of language or description rewrites it
+        others = {**others, "language": config.language, "description": config.description, "credit": config.credit}
     return {"step": name, "inputs": inputs, "options": config.steps[name], "settings": others,
             "upstream": {d: upstream[d] for d in depends if d in upstream}}
 
@@ -162,6 +164,8 @@ def run_step(name: str, config: StudyConfig, folder: Path, progress=None) -> Non
     elif name == "report":
         from deltacd.report.html import write_report
 
-        write_report(out, folder, overwrite=True, **{"title": config.name, "dates": (i.date_before, i.date_after), **options})
+        write_report(out, folder, overwrite=True, **{"title": config.name, "dates": (i.date_before, i.date_after),
+                                                     "language": config.language, "description": config.description,
+                                                     "credit": config.credit, **options})
     else:  # pragma: no cover - the study file is validated
         raise InputError(f"unknown step {name!r}")
