@@ -28,6 +28,7 @@ import base64
 import html
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,7 @@ def _class_order(compare: Path) -> list[str]:
 
         with rasterio.open(compare / "landcover_overview.tif") as src:
             return json.loads(src.tags().get("classes", "[]"))
-    except Exception:  # an older compare folder: names sorted
+    except (OSError, ValueError):  # an older compare folder: names sorted
         return []
 
 
@@ -787,12 +788,16 @@ def write_report(source: str | Path, out_dir: str | Path | None = None, *, title
     with staged_output(out, overwrite=overwrite, kind="report", inputs=[record] if record.exists() else []) as staging:
         figures = staging / "figures"
         figures.mkdir()
-        sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None),
-                                  language=language, description=description or "", credit=credit)
         webmap = webmap and bool(parts.get("detect") or parts.get("damage") or parts.get("compare"))
-        if webmap:
-            from deltacd.report.webmap import write_webmap
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the web map (GDAL, PIL) beside the figures (matplotlib)
+            drawn = None
+            if webmap:
+                from deltacd.report.webmap import write_webmap
 
-            write_webmap(parts, staging / "webmap", title=title, lang=language)
+                drawn = pool.submit(write_webmap, parts, staging / "webmap", title=title, lang=language)
+            sections = build_sections(parts, figures, title, max_size, tuple(dates) if dates else (None, None),
+                                      language=language, description=description or "", credit=credit)
+            if drawn is not None:
+                drawn.result()
         (staging / "report.html").write_text(render(title, sections, webmap, language), encoding="utf-8")
     return out / "report.html"
