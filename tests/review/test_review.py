@@ -334,6 +334,9 @@ def test_a_damage_run_is_refined_from_graded_buildings(tmp_path):
     with pytest.raises(InputError, match=r"outside \{0, 1, 2, 3\}"):
         answered.assign(label=[4, 3, 0, 0]).to_file(tmp_path / "bad.gpkg")
         refine(run, [tmp_path / "bad.gpkg"], tmp_path / "refined2")
+    with pytest.raises(InputError, match="embeddings are features of a detect run's superpixels"):
+        refine(run, [], tmp_path / "refined3", embeddings="efficientnet_lite0:imagenet")
+    assert not (tmp_path / "refined3").exists()
 
 
 def test_a_study_refine_step_learns_from_the_runs_review_store_and_reruns_on_new_answers(roof_run, tmp_path):
@@ -416,3 +419,17 @@ def test_the_guard_compares_balanced_accuracies_on_the_reviews():
     keep, why = classifier_beats_base(table, wrong, {"balanced_accuracy": 0.7})
     assert keep is True and why["base"] < 0.8  # a base the reviews doubt is replaced, even by a weaker estimate
     assert classifier_beats_base(table, agree, {"balanced_accuracy": None})[0] is True
+
+
+def test_refine_with_embeddings_from_the_command_line(roof_run, tmp_path, capsys):
+    from deltacd.cli import main
+
+    run = tmp_path / "run"
+    _copy_run(roof_run, run)
+    labels = _points(run, [(58, 58), (125, 45), (125, 135), (10, 10)], [1, 0, 0, 0], tmp_path / "labels.gpkg")
+    assert main(["refine", str(run), "--labels", str(labels), "--embeddings", "-o", str(tmp_path / "out")]) == 0
+    assert "outside the reviews: the" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["review"]["features"] == len(object_table(ReviewRun(run)).names) + 18  # 2 distances + 2 x 8 components
+    with rasterio.open(tmp_path / "out" / "change_mask.tif") as src:
+        assert _share_flagged(src.read(1) == 1, ROOFS, SIDE_ROOF) > 0.5

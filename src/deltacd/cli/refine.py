@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the refined run has succeeded")
     p.add_argument("--pseudo-labels", action="store_true",
                    help="with no answer (or one class): train on pseudo-labels from the run's score (detect runs)")
+    p.add_argument("--embeddings", nargs="?", const="efficientnet_lite0:imagenet", metavar="SPEC",
+                   help="add a pretrained encoder's view of each object to its features (detect runs; default encoder "
+                        "efficientnet_lite0:imagenet, weights installed with deltacd; 10-15x the features' time on a CPU; "
+                        "paid on building changes only, docs/benchmarks.md section 13)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     with progress_bars(args) as bars:
         result = refine(args.run_dir, args.labels, args.out, reviewer=args.reviewer, overwrite=args.overwrite,
-                        seed=args.seed, progress=bars, pseudo_labels=args.pseudo_labels)
+                        seed=args.seed, progress=bars, pseudo_labels=args.pseudo_labels,
+                        embeddings=args.embeddings)
     review = result.record["review"]
     cv = review["cross_validated"]
     accuracy = (f"cross-validated accuracy {cv['accuracy']:.2f} (95 % interval {cv['interval_95'][0]:.2f}-"
@@ -42,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 else f"no cross-validated accuracy ({cv.get('why', 'too few reviews')})")
     pseudo = review.get("pseudo_labels")
     extra = f" and {pseudo['change'] + pseudo['no_change']} pseudo-labels" if pseudo else ""
-    print(f"refined from {review['objects_reviewed']} reviewed objects{extra}, {accuracy}; outputs in {result.out_dir}/")
+    kept = review["map_outside_reviews"]
+    print(f"refined from {review['objects_reviewed']} reviewed objects{extra}, {accuracy}; outside the reviews: "
+          f"the {kept['map']}'s map; outputs in {result.out_dir}/")
     return 0

@@ -22,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suggest", type=int, metavar="N", help="no server: write the N objects to review next to -o")
     p.add_argument("-o", "--out", metavar="FILE.gpkg", help="the suggestions GeoPackage (with --suggest)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.gpkg (with --suggest)")
+    p.add_argument("--embeddings", nargs="?", const="efficientnet_lite0:imagenet", metavar="SPEC",
+                   help="add a pretrained encoder's view of each object to its features (detect runs; default encoder "
+                        "efficientnet_lite0:imagenet, weights installed with deltacd; 10-15x the features' time on a CPU; "
+                        "paid on building changes only, docs/benchmarks.md section 13)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.out:
             raise InputError("--suggest N: give the file to write, -o FILE.gpkg")
-        out = write_suggestions(args.run_dir, args.suggest, args.out, overwrite=args.overwrite)
+        out = write_suggestions(args.run_dir, args.suggest, args.out, overwrite=args.overwrite,
+                                embeddings=args.embeddings)
         print(f"{args.suggest} objects to review in {out}: fill in label, then deltacd refine {args.run_dir} "
               f"--labels {out} -o OUT")
         return 0
@@ -40,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("-o FILE.gpkg goes with --suggest N; without --suggest, review serves the web map")
     from deltacd.review.server import ReviewServer
 
-    server = ReviewServer(args.run_dir, host=args.host, port=args.port, reviewer=args.reviewer)
+    server = ReviewServer(args.run_dir, host=args.host, port=args.port, reviewer=args.reviewer,
+                          embeddings=args.embeddings)
     print(f"review {args.run_dir}: open {server.url} (answers go to {server.store}; Ctrl+C to stop)", flush=True)
     server.serve()  # returns on Ctrl+C or SIGTERM, once the answer being written is saved
     print(f"review server stopped; {server.session.counts()['reviewed']} objects reviewed in {server.store}", flush=True)

@@ -4,8 +4,8 @@
   run's buildings), :class:`~deltacd.review.objects.ReviewRun`;
 - :mod:`deltacd.review.features`: their features, cached beside the run
   (:func:`~deltacd.review.features.object_table`); :mod:`deltacd.review.embeddings`: what a pretrained
-  encoder sees of each object at both dates, an optional feature group (measured not to pay on DSIFN,
-  EGY-BCD and LEVIR: off by default, Python API only);
+  encoder sees of each object at both dates, an optional feature group (``--embeddings``: it paid on
+  LEVIR's buildings, not on DSIFN or EGY-BCD, at 10-15 times the features' CPU time: off by default);
 - :mod:`deltacd.review.store`: the answers, ``RUN_DIR/review.gpkg`` (:class:`~deltacd.review.store.ReviewStore`);
 - :mod:`deltacd.review.classifier`: the classifier (a balanced random forest), its cross-validated
   accuracy, whether it beats the base run on the reviews

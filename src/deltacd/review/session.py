@@ -18,7 +18,8 @@ import numpy as np
 
 from deltacd.errors import InputError
 from deltacd.review.classifier import Model, choose, train
-from deltacd.review.features import ObjectTable, object_table
+from deltacd.review.embeddings import review_table
+from deltacd.review.features import ObjectTable
 from deltacd.review.objects import ReviewRun
 from deltacd.review.store import Answer, ReviewStore
 
@@ -32,9 +33,9 @@ class ReviewSession:
         ``run_dir`` is not a deltacd run (one line).
     """
 
-    def __init__(self, run_dir: str | Path, *, reviewer: str = "", seed: int = 0):
+    def __init__(self, run_dir: str | Path, *, reviewer: str = "", seed: int = 0, embeddings: str | None = None):
         self.run = ReviewRun(run_dir)
-        self.table: ObjectTable = object_table(self.run)
+        self.table: ObjectTable = review_table(self.run, embeddings)
         self.store = ReviewStore(self.run.folder, self.run.grid.crs, kind=self.run.kind)
         self.reviewer, self.seed = reviewer, seed
         known = set(self.table.ids.tolist())
