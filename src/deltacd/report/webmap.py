@@ -85,6 +85,7 @@ from deltacd.io.grid import Grid
 from deltacd.outputs.layout import DamageOutputs, DetectOutputs
 from deltacd.outputs.quicklook import stretch
 from deltacd.report import maps
+from deltacd.report.words import LANGUAGES, WEBMAP
 
 MAX_FEATURES = 20_000
 #: Layers of more features than this are drawn on a canvas rather than as SVG paths.
@@ -101,7 +102,6 @@ PNG_LEVEL = 1
 JPEG_QUALITY = 90
 MERCATOR = CRS.from_epsg(3857)
 WGS84 = CRS.from_epsg(4326)
-LANGUAGES = ("en", "fr")
 
 #: Popup label (English, French) and format of each field the layers show.
 FIELDS: dict[str, tuple[str, str, str]] = {
@@ -147,37 +147,6 @@ VALUES_FR = {"no damage": "aucun dommage", "minor": "léger", "major": "importan
              "only deltacd": "deltacd seul", "only the current method": "méthode actuelle seule", "both": "les deux",
              "transition": "transition", "within class": "au sein d'une classe",
              "unknown": "hors des cartes d'occupation du sol"}
-
-#: Texts of the page, by language.
-TEXT = {
-    "en": {"before": "before", "after": "after", "swipe": "swipe before | after", "swipeHint": "drag to compare",
-           "yes": "yes", "no": "no", "image_before": "Image before", "image_after": "Image after",
-           "landcover_before": "Land cover before", "landcover_after": "Land cover after", "landcover": "Land cover",
-           "uncertainty": "Uncertainty (entropy)", "pcc": "Changes: current method (land-cover maps compared)",
-           "ours": "Changes: deltacd", "transitions": "Transitions",
-           "within": "dashed outline: change within a class, counted apart",
-           "agreement": "Agreement: both / only deltacd / only the current method",
-           "agreement_title": "Agreement of the changes", "zones": "Zones", "aoi": "Area of interest",
-           "outlines": "Outlines", "ours_grade": "Damage grade of buildings (deltacd)",
-           "reference_grade": "Damage grade of buildings (reference)", "grades": "Damage grade",
-           "grade_agreement": "Agreement of grades of buildings (deltacd vs reference)",
-           "grade_agreement_title": "Agreement of grades", "changes": "change", "first": "largest first",
-           "top": "the {n} largest of {total}; all in the GeoPackage"},
-    "fr": {"before": "avant", "after": "après", "swipe": "rideau avant | après", "swipeHint": "glisser pour comparer",
-           "yes": "oui", "no": "non", "image_before": "Image avant", "image_after": "Image après",
-           "landcover_before": "Occupation du sol avant", "landcover_after": "Occupation du sol après",
-           "landcover": "Occupation du sol", "uncertainty": "Incertitude (entropie)",
-           "pcc": "Changements : méthode actuelle (cartes d'occupation du sol comparées)",
-           "ours": "Changements : deltacd", "transitions": "Transitions",
-           "within": "contour en tirets : changement au sein d'une classe, compté à part",
-           "agreement": "Accord : les deux / deltacd seul / méthode actuelle seule",
-           "agreement_title": "Accord des changements", "zones": "Zones", "aoi": "Zone d'étude",
-           "outlines": "Contours", "ours_grade": "Degré de dommage des bâtiments (deltacd)",
-           "reference_grade": "Degré de dommage des bâtiments (référence)", "grades": "Degré de dommage",
-           "grade_agreement": "Accord des degrés des bâtiments (deltacd / référence)",
-           "grade_agreement_title": "Accord des degrés", "changes": "changement", "first": "les plus grands d'abord",
-           "top": "les {n} plus grands sur {total} ; tous dans le GeoPackage"},
-}
 
 #: Colours of the agreement of grades (``evaluate-damage/agreement.qml``: the same as in QGIS).
 GRADE_AGREEMENT = {0: ("#1a9641", "same grade"), 1: ("#d7191c", "ours more severe"), 2: ("#2c7bb6", "ours less severe"),
@@ -343,7 +312,7 @@ class _Page:
 
     def __init__(self, lang: str, tolerance: float, digits: int):
         self.lang, self.tolerance, self.digits = lang, tolerance, digits
-        self.text = TEXT[lang]
+        self.text = WEBMAP[lang]
         self.layers: list[dict[str, Any]] = []
         self.legend: list[dict[str, Any]] = []
         self.features: list[str] = []
@@ -539,7 +508,7 @@ def write_webmap(parts: dict[str, Any], out: Path, *, title: str, max_size: int 
     bounds = latlng_bounds(web)
     inputs = _study_inputs(parts)
     dates = [str(inputs.get("date_before") or ""), str(inputs.get("date_after") or "")]
-    t = TEXT[lang]
+    t = WEBMAP[lang]
     res_m = abs(grid.res[0]) if grid.crs.is_projected else abs(grid.res[0]) * 111_000
     page = _Page(lang, EXACT_TOLERANCE * abs(grid.res[0]), _digits(res_m))
     images: list[dict[str, Any]] = []

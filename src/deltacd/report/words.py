@@ -548,3 +548,35 @@ def map_text(text: str, language: str, **values: Any) -> str:
     """A map label in ``language`` (its English text looked up in :data:`MAP_FR`), with ``values`` filled in."""
     chosen = MAP_FR.get(text, text) if language == "fr" else text
     return chosen.format(**values) if values else chosen
+
+
+#: The web map's texts (:mod:`deltacd.report.webmap`), by language.
+WEBMAP = {
+    "en": {"before": "before", "after": "after", "swipe": "swipe before | after", "swipeHint": "drag to compare",
+           "yes": "yes", "no": "no", "image_before": "Image before", "image_after": "Image after",
+           "landcover_before": "Land cover before", "landcover_after": "Land cover after", "landcover": "Land cover",
+           "uncertainty": "Uncertainty (entropy)", "pcc": "Changes: current method (land-cover maps compared)",
+           "ours": "Changes: deltacd", "transitions": "Transitions",
+           "within": "dashed outline: change within a class, counted apart",
+           "agreement": "Agreement: both / only deltacd / only the current method",
+           "agreement_title": "Agreement of the changes", "zones": "Zones", "aoi": "Area of interest",
+           "outlines": "Outlines", "ours_grade": "Damage grade of buildings (deltacd)",
+           "reference_grade": "Damage grade of buildings (reference)", "grades": "Damage grade",
+           "grade_agreement": "Agreement of grades of buildings (deltacd vs reference)",
+           "grade_agreement_title": "Agreement of grades", "changes": "change", "first": "largest first",
+           "top": "the {n} largest of {total}; all in the GeoPackage"},
+    "fr": {"before": "avant", "after": "après", "swipe": "rideau avant | après", "swipeHint": "glisser pour comparer",
+           "yes": "oui", "no": "non", "image_before": "Image avant", "image_after": "Image après",
+           "landcover_before": "Occupation du sol avant", "landcover_after": "Occupation du sol après",
+           "landcover": "Occupation du sol", "uncertainty": "Incertitude (entropie)",
+           "pcc": "Changements : méthode actuelle (cartes d'occupation du sol comparées)",
+           "ours": "Changements : deltacd", "transitions": "Transitions",
+           "within": "contour en tirets : changement au sein d'une classe, compté à part",
+           "agreement": "Accord : les deux / deltacd seul / méthode actuelle seule",
+           "agreement_title": "Accord des changements", "zones": "Zones", "aoi": "Zone d'étude",
+           "outlines": "Contours", "ours_grade": "Degré de dommage des bâtiments (deltacd)",
+           "reference_grade": "Degré de dommage des bâtiments (référence)", "grades": "Degré de dommage",
+           "grade_agreement": "Accord des degrés des bâtiments (deltacd / référence)",
+           "grade_agreement_title": "Accord des degrés", "changes": "changement", "first": "les plus grands d'abord",
+           "top": "les {n} plus grands sur {total} ; tous dans le GeoPackage"},
+}
