@@ -60,12 +60,6 @@ SUGGESTIONS_LAYER = "suggestions"
 _QGIS_NULL = "{2839923C-8B7D-419E-B84B-CA2FE9B80EC7}"
 
 
-def _open(run_dir: str | Path, embeddings: str | None = None) -> tuple[ReviewRun, ObjectTable, ReviewStore]:
-    run = ReviewRun(run_dir)
-    table = review_table(run, embeddings)
-    return run, table, ReviewStore(run.folder, run.grid.crs, kind=run.kind)
-
-
 def suggest(run_dir: str | Path, n: int, *, strategy: str = "model", seed: int = 0, embeddings: str | None = None
             ) -> gpd.GeoDataFrame:
     """The ``n`` objects of the run in ``run_dir`` to review next, given the answers in its review store.
