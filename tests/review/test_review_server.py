@@ -56,6 +56,7 @@ class Server:
 
     def __init__(self, run: Path, *args: str, tmp: Path | None = None):
         env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None  # where a killed server's page stays behind
+        env = {**(env or os.environ), "PYTHONFAULTHANDLER": "1"}  # a hung server dumps its threads on SIGABRT (stop)
         self.process = subprocess.Popen([sys.executable, "-m", "deltacd", "review", str(run), *args], env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         timer = threading.Timer(90, self.process.kill)  # a server that never comes up fails the test, not the run
@@ -85,7 +86,12 @@ class Server:
     def stop(self, signum: int = signal.SIGINT) -> tuple[int, str, str]:
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        out, err = self.process.communicate(timeout=30)
+        try:
+            out, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # say where it hangs: every thread's stack, from faulthandler
+            self.process.send_signal(signal.SIGABRT)
+            out, err = self.process.communicate(timeout=30)
+            pytest.fail(f"the server did not stop within 30 s of {signal.Signals(signum).name}; its threads:\n{err[-6000:]}")
         return self.process.returncode, self.first_line + out, err
 
 
