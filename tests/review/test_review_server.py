@@ -54,11 +54,13 @@ def run_dir(tmp_path_factory) -> Path:
 class Server:
     """``deltacd review RUN`` in a child process, and its URL."""
 
-    def __init__(self, run: Path, *args: str, tmp: Path | None = None):
+    def __init__(self, run: Path, *args: str, tmp: Path | None = None, background: bool = False):
         env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None  # where a killed server's page stays behind
         env = {**(env or os.environ), "PYTHONFAULTHANDLER": "1"}  # a hung server dumps its threads on SIGABRT (stop)
+        # background: started as a shell's background job is, with SIGINT ignored (inherited by its children)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
         self.process = subprocess.Popen([sys.executable, "-m", "deltacd", "review", str(run), *args], env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
         timer = threading.Timer(90, self.process.kill)  # a server that never comes up fails the test, not the run
         timer.start()
         self.first_line = self.process.stdout.readline()
@@ -183,9 +185,10 @@ def test_three_answers_in_the_browser_survive_a_reload_and_recolour_the_map(serv
     assert set(answers["source"]) == {"web"} and answers.geometry.notna().all()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_and_sigterm_stop_the_server_cleanly(run_dir, signum):
-    server = Server(run_dir)
+@pytest.mark.parametrize(("signum", "background"), [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["ctrl-c", "sigterm", "sigint-to-a-background-job"])
+def test_ctrl_c_and_sigterm_stop_the_server_cleanly(run_dir, signum, background):
+    server = Server(run_dir, background=background)
     assert server.request("/api/state")[0] == 200
     code, out, err = server.stop(signum)
     assert code == 0, err

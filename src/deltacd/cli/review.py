@@ -12,6 +12,7 @@ API: :class:`deltacd.review.server.ReviewServer`, :func:`deltacd.review.refine.w
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     server = ReviewServer(args.run_dir, host=args.host, port=args.port, reviewer=args.reviewer,
                           embeddings=args.embeddings)
     print(f"review {args.run_dir}: open {server.url} (answers go to {server.store}; Ctrl+C to stop)", flush=True)
+    # SIGINT stops the server even when it was started as a background job, which inherits SIGINT ignored
+    # (`kill -INT PID`, a supervisor's stop); a terminal's Ctrl+C reaches only its foreground job anyway
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server.serve()  # returns on Ctrl+C or SIGTERM, once the answer being written is saved
     print(f"review server stopped; {server.session.counts()['reviewed']} objects reviewed in {server.store}", flush=True)
     return 0
