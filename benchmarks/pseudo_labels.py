@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import deltacd
-from analyst_loop import SEEDS, base_confusion, cases, confusion, f1, loop, object_truth
+from analyst_loop import SEEDS, _cell, base_confusion, cases, confusion, f1, loop, object_truth
 from deltacd.review.features import object_table
 from deltacd.review.objects import ReviewRun
 from deltacd.review.pseudo import LOW_SHARE, SHARE, pseudo_model
@@ -109,15 +109,6 @@ def _prf(c) -> tuple[float, float, float]:
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
     return f1(np.asarray(c)), p, r
-
-
-def _cell(values: list[float]) -> str:
-    values = [v for v in values if not np.isnan(v)]
-    if not values:
-        return "-"
-    if len(values) > 1 and np.ptp(values) > 0.0005:
-        return f"{np.mean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
-    return f"{np.mean(values):.3f}"
 
 
 def write_table(saved: dict) -> None:

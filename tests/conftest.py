@@ -150,3 +150,25 @@ def scene_pair(tmp_path):
         return b, a
 
     return make
+
+
+#: Debian's Chromium: the real browser the web map and report tests drive through Playwright.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def launch_chromium(playwright):
+    """Chromium, headless and offline (nothing of its own fetched from the network), from a sync Playwright."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                            "--disable-component-update", "--no-first-run"])
+
+
+def watched_page(browser, width: int, height: int):
+    """A new page of ``width`` x ``height`` CSS px, and the lists its console errors and requested URLs go to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    return page, errors, requests

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import needs, textured_scene, write_geotiff
+from conftest import launch_chromium, needs, textured_scene, write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError
 from deltacd.report.html import SECTIONS, _table, _warnings
@@ -219,7 +219,7 @@ def test_the_print_to_pdf_has_no_page_cut_through_a_figure(study, tmp_path):
     assert main(["report", str(study.parent / "out"), "-o", str(tmp_path / "fr"), "--lang", "fr", "--no-webmap", "-q"]) == 0
     page_path = tmp_path / "fr" / "report.html"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 703, "height": 1009})  # A4 less the @page margins, in CSS px
         page.goto(page_path.as_uri())
         page.emulate_media(media="print")

@@ -15,12 +15,11 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from conftest import needs
+from conftest import CHROMIUM, launch_chromium, needs, watched_page
 from deltacd.errors import InputError
 from deltacd.report.webmap import FIELDS, palette, write_webmap
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def test_the_palette_gives_as_many_distinct_colours_as_asked():
@@ -80,19 +79,14 @@ def browser():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+        browser = launch_chromium(p)
         yield browser
         browser.close()
 
 
 def _open(browser, index: Path):
     """The page, loaded, with no error in its console and nothing asked from the network."""
-    page = browser.new_page(viewport={"width": 1200, "height": 850})
-    errors, requests = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: requests.append(r.url))
+    page, errors, requests = watched_page(browser, 1200, 850)
     page.goto(index.as_uri())
     page.wait_for_function("window.map && document.querySelector('.leaflet-control-layers')")
     page.wait_for_timeout(300)

@@ -26,12 +26,11 @@ import shapely
 from PIL import Image
 
 import deltacd
-from conftest import needs, textured_scene, write_geotiff
+from conftest import CHROMIUM, launch_chromium, needs, textured_scene, watched_page, write_geotiff
 from deltacd.cli import main
 
 pytest.importorskip("sklearn")
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOF = (40, 40, 40, 40)  # row, col, height, width of a new roof in date 2
 SHADE = (150, 150, 40, 50)  # the same ground, darker
 
@@ -139,14 +138,8 @@ def test_three_answers_in_the_browser_survive_a_reload_and_recolour_the_map(serv
 
     before = _overlay(server)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1000, "height": 750})
-        errors, requests = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
+        browser = launch_chromium(p)
+        page, errors, requests = watched_page(browser, 1000, 750)
         page.goto(server.url)
         page.wait_for_selector("#review[data-ready='1']", timeout=20000)
         reviewed = page.locator("#review-reviewed")

@@ -18,7 +18,7 @@ import yaml
 from affine import Affine
 from rasterio.crs import CRS
 
-from conftest import needs, write_geotiff
+from conftest import launch_chromium, needs, watched_page, write_geotiff
 from deltacd.cli import main
 from deltacd.errors import InputError, MissingInputError
 from deltacd.evaluate.reference import open_labels
@@ -245,14 +245,8 @@ def test_the_web_map_works_in_a_real_browser(example_data, tmp_path):
     if not page_path.is_file():
         run_study(example_data / "hurricane_damage.yaml")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                                          "--disable-component-update", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
-        errors, requests = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: requests.append(r.url))
+        browser = launch_chromium(p)
+        page, errors, requests = watched_page(browser, 1100, 800)
         page.goto(page_path.as_uri())
         page.wait_for_timeout(1500)
         assert errors == []
