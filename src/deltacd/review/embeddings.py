@@ -46,7 +46,7 @@ import numpy as np
 from deltacd.errors import InputError
 from deltacd.io.rasters import gdal_env
 from deltacd.prepare.sampling import sample_pixels
-from deltacd.review.features import ObjectTable, object_table, run_pair
+from deltacd.review.features import ObjectTable, band_row, object_table, run_pair
 from deltacd.review.objects import PER_BLOCK, ReviewRun
 
 #: The default encoder: ImageNet weights installed with the package, 40 channels at stride 8.
@@ -62,15 +62,8 @@ EMBEDDING_VERSION = 1
 def _rgb_indices(bands: tuple[str, ...]) -> list[int]:
     """Rows of red, green, blue in the pair's bands (canonical or Sentinel-2 names); the first three bands otherwise,
     a single band repeated."""
-    from deltacd.io.bands import SENTINEL2_EQUIVALENT
-
-    found = []
-    for name in ("R", "G", "B"):
-        for candidate in (name, SENTINEL2_EQUIVALENT[name]):
-            if candidate in bands:
-                found.append(bands.index(candidate))
-                break
-    if len(found) == 3:
+    found = [band_row(bands, name) for name in ("R", "G", "B")]
+    if None not in found:
         return found
     return [0, 1, 2] if len(bands) >= 3 else [0, 0, 0]
 

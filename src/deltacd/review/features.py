@@ -50,7 +50,7 @@ from deltacd.io.vectors import PolygonMask, read_polygons
 from deltacd.prepare.align import AlignedPair
 from deltacd.prepare.radiometry import LinearHarmoniser, fit_harmoniser
 from deltacd.prepare.sampling import sample_pixels
-from deltacd.review.objects import LABELS_NODATA, PER_BLOCK, ReviewRun
+from deltacd.review.objects import LABELS_NODATA, PER_BLOCK, ReviewRun, cell_sums
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,8 @@ def run_pair(run: ReviewRun) -> AlignedPair:
 
 # --- features of a detect run's objects -----------------------------------------------------------
 
-def _band(bands: tuple[str, ...], name: str) -> int | None:
+def band_row(bands: tuple[str, ...], name: str) -> int | None:
+    """Row of band ``name`` (canonical: R, G, B, N) in ``bands``, or of its Sentinel-2 name; None when absent."""
     for candidate in (name, SENTINEL2_EQUIVALENT[name]):
         if candidate in bands:
             return bands.index(candidate)
@@ -232,8 +233,7 @@ def _context(score: np.ndarray, size: int, factor: int) -> np.ndarray:
     weight = np.zeros((rows * f, cols * f), dtype=np.float32)
     total[:h, :w] = np.where(finite, score, 0.0)
     weight[:h, :w] = finite
-    total = total.reshape(rows, f, cols * f).sum(axis=1).reshape(rows, cols, f).sum(axis=2)
-    weight = weight.reshape(rows, f, cols * f).sum(axis=1).reshape(rows, cols, f).sum(axis=2)
+    total, weight = cell_sums(total, f), cell_sums(weight, f)
     box = max(1, round(size / f))
     total = ndimage.uniform_filter(total, box, mode="constant")
     weight = ndimage.uniform_filter(weight, box, mode="constant")
@@ -294,7 +294,7 @@ def _block_features(run: ReviewRun, pair: AlignedPair, index: int, window: Windo
     mb, sb = sums.mean_std(bright_b, count)
     ma, sa = sums.mean_std(bright_a, count)
     out["bright_before"], out["bright_after"], out["bright_diff"] = mb, ma, ma - mb
-    red, green, nir = (_band(pair.bands, b) for b in ("R", "G", "N"))
+    red, green, nir = (band_row(pair.bands, b) for b in ("R", "G", "N"))
     for name, (p, q) in {"ndvi": (nir, red), "ndwi": (green, nir)}.items():
         if p is None or q is None:
             continue

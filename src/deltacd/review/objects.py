@@ -69,6 +69,13 @@ def object_area(grid: Grid) -> int:
     return int(min(max(grid.width * grid.height / TARGET_OBJECTS, AREA_RANGE[0]), AREA_RANGE[1]))
 
 
+def cell_sums(values: np.ndarray, f: int) -> np.ndarray:
+    """Sums over the f x f cells of ``values`` [..., h, w] (h and w multiples of f): [..., h / f, w / f]. Rows are
+    summed first, over contiguous runs: 3 x faster than ``reshape(..., f, ..., f).sum(axis=(-3, -1))``."""
+    *lead, h, w = values.shape
+    return values.reshape(*lead, h // f, f, w).sum(axis=-2).reshape(*lead, h // f, w // f, f).sum(axis=-1)
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """How a detect run's scene is cut into superpixels (module notes).
@@ -134,9 +141,7 @@ class Segmentation:
             if (rows * f, cols * f) != (h, w):  # a block on the scene's edge: padded to whole cells
                 padded = np.zeros((len(stack), rows * f, cols * f), dtype=np.float32)
                 padded[:, :h, :w] = stack
-            # the mean of each f x f cell, summed over rows first: contiguous runs (3 x faster than mean(axis=(2, 4)))
-            c = len(stack)
-            stack = padded.reshape(c, rows, f, cols * f).sum(axis=2).reshape(c, rows, cols, f).sum(axis=3) / (f * f)
+            stack = cell_sums(padded, f) / (f * f)
             ok = np.zeros((rows * f, cols * f), dtype=bool)
             ok[:h, :w] = valid
             coarse_valid = ok.reshape(rows, f, cols, f).any(axis=(1, 3))

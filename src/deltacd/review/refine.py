@@ -334,7 +334,7 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
         assert model is not None
         cv = cross_validate(table, merged, seed=seed, groups=groups)
         features, _ = table.select(groups)
-        _, which_map = classifier_beats_base(table, merged, cv)
+        use_classifier, which_map = classifier_beats_base(table, merged, cv)
     review = {"objects_reviewed": len(merged), "answers_added": len(new), "store": str(store.path),
               "per_class": {str(c): int(sum(1 for v in merged.values() if v == c)) for c in run.classes},
               "classifier": f"scikit-learn RandomForestClassifier ({TREES} trees, balanced classes)",
@@ -347,7 +347,8 @@ def refine(run_dir: str | Path, labels: Sequence[str | Path] = (), out_dir: str 
         if run.kind == "damage":
             record = _write_damage(run, table, model, features, merged, review, job)
         else:
-            record = _write_detect(run, table, model, features, merged, review, job, progress)
+            record = _write_detect(run, table, model, features, merged, review, job, progress,
+                                   keep_base=not use_classifier)
         job.write_record(record)
     log.info("refined %s from %d reviews in %.1f s", run.folder, len(merged), time.perf_counter() - started)
     return RefineResult(Path(out_dir), record)
@@ -364,7 +365,9 @@ class _MaskSink:
 
 
 def _write_detect(run: ReviewRun, table: ObjectTable, model: Model, features: np.ndarray, answers: dict[int, int],
-                  review: dict[str, Any], job: Run, progress) -> dict[str, Any]:
+                  review: dict[str, Any], job: Run, progress, *, keep_base: bool = False) -> dict[str, Any]:
+    """The refined detect run in ``job``'s staging folder; ``keep_base``: the base run's own mask outside the reviewed
+    objects (:func:`~deltacd.review.classifier.classifier_beats_base`), else the classifier's."""
     from deltacd.outputs.backdrop import write_backdrops
     from deltacd.outputs.quicklook import ChangeEdges, write_quicklook
     from deltacd.postprocess.polygons import CleanUp, change_regions, rescue_pixels
@@ -377,7 +380,6 @@ def _write_detect(run: ReviewRun, table: ObjectTable, model: Model, features: np
         probability[rows] = np.array([1.0 if v == 1 else 0.0 for v in answers.values()], dtype=np.float32)
     options = run.record.get("options", {})
     cleanup = CleanUp(float(options.get("min_area_m2", 0.0)), 0)
-    keep_base = review["map_outside_reviews"]["map"] == "base run"
     reviewed = np.fromiter(answers, dtype=np.int64)
     with rasterio.open(run.layout.mask) as base_mask, RasterWriter(staged.score, grid, dtype="float32", nodata=float("nan"),
                       description="probability of change, refined from the analyst's reviews") as score, \
